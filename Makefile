@@ -1,0 +1,40 @@
+# fairseq_define: set-up, tests, benchmarks and the demo.
+# `make test` and `make demo` install what they need into .venv/ first (idempotent: a second run takes seconds).
+
+PYTHON  ?= python3
+VENV    ?= .venv
+# A GPU user may choose another torch, e.g. TORCH="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"
+TORCH   ?= torch==2.13.0
+FAIRSEQ ?= fairseq-fixed==0.12.3.1
+DATA    ?= ../shared/data/wikitext-2
+BENCH_DIR ?= bench-results
+
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+# Pins torch to the installed build so that no later step can replace it (e.g. with a CUDA wheel).
+PIN     := $(VENV)/torch-pin.txt
+STAMP   := $(VENV)/.installed
+
+.PHONY: install test bench demo clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH)
+	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(PIN)
+	$(PIP) install -q -c $(PIN) numpy cython
+	$(PIP) install -q -c $(PIN) --no-build-isolation $(FAIRSEQ)
+	$(PIP) install -q -c $(PIN) sacrebleu sentencepiece pytest matplotlib
+	$(PIP) install -q -c $(PIN) --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m fairseq_define.bench glt --json $(BENCH_DIR)/glt.json
+
+clean:
+	rm -rf $(VENV) $(BENCH_DIR) build *.egg-info

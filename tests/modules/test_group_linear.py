@@ -1,0 +1,162 @@
+import math
+
+import pytest
+import torch
+
+from fairseq_define.modules.group_linear import GroupLinear, from_group_major, regroup, to_group_major
+from tests.conftest import requires_cuda
+
+SHAPES = [(8, 8, 1), (12, 20, 1), (16, 16, 4), (8, 24, 2), (32, 16, 8), (24, 48, 3)]
+
+
+def dense_reference(glt: GroupLinear) -> torch.Tensor:
+    """The block-diagonal [in, out] matrix equal to the GLT."""
+    return torch.block_diag(*glt.weight.unbind(0))
+
+
+@pytest.mark.parametrize("in_features,out_features,groups", SHAPES)
+def test_matches_block_diagonal_dense_outputs_and_gradients(in_features, out_features, groups):
+    torch.manual_seed(0)
+    glt = GroupLinear(in_features, out_features, groups).double()
+    with torch.no_grad():
+        glt.bias.normal_()
+    x = torch.randn(3, 5, in_features, dtype=torch.double, requires_grad=True)
+    grad = torch.randn(3, 5, out_features, dtype=torch.double)
+
+    y = glt(x)
+    y.backward(grad)
+    ours = (y.detach(), x.grad.clone(), glt.weight.grad.clone(), glt.bias.grad.clone())
+
+    x.grad = None
+    weight = glt.weight.detach().clone().requires_grad_()
+    bias = glt.bias.detach().clone().requires_grad_()
+    dense = torch.block_diag(*weight.unbind(0))
+    y_ref = x @ dense + bias.reshape(-1)
+    y_ref.backward(grad)
+    assert y.shape == (3, 5, out_features)
+    torch.testing.assert_close(ours[0], y_ref.detach())
+    torch.testing.assert_close(ours[1], x.grad)
+    torch.testing.assert_close(ours[2], weight.grad)
+    torch.testing.assert_close(ours[3], bias.grad)
+
+
+@pytest.mark.parametrize("in_features,out_features,groups", SHAPES)
+def test_group_major_entry_equals_row_major(in_features, out_features, groups):
+    glt = GroupLinear(in_features, out_features, groups).double()
+    x = torch.randn(7, in_features, dtype=torch.double)
+    y_gm = glt.forward_group_major(to_group_major(x, groups))
+    assert y_gm.shape == (groups, 7, out_features // groups)
+    torch.testing.assert_close(from_group_major(y_gm), glt(x))
+
+
+def test_layout_helpers():
+    x = torch.arange(2 * 8).view(2, 8).float()
+    gm = to_group_major(x, 4)
+    assert gm.shape == (4, 2, 2) and gm.data_ptr() == x.data_ptr()  # a view
+    torch.testing.assert_close(from_group_major(gm), x)
+    # regroup 4 -> 2 groups equals splitting the row-major tensor into 2 chunks
+    torch.testing.assert_close(regroup(gm, 2), to_group_major(x, 2))
+    torch.testing.assert_close(regroup(gm, 1), to_group_major(x, 1))
+
+
+def test_no_bias():
+    glt = GroupLinear(8, 4, 2, bias=False).double()
+    x = torch.randn(5, 8, dtype=torch.double)
+    assert glt.bias is None
+    torch.testing.assert_close(glt(x), x @ dense_reference(glt))
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_gradcheck_float64(groups):
+    glt = GroupLinear(8, 12, groups).double()
+    x = torch.randn(4, 8, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(glt, (x,))
+    x_gm = torch.randn(groups, 4, 8 // groups, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(glt.forward_group_major, (x_gm,))
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_gradcheck_parameters_float64(groups):
+    glt = GroupLinear(8, 12, groups).double()
+    x = torch.randn(4, 8, dtype=torch.double)
+
+    def fn(weight, bias):
+        return torch.func.functional_call(glt, {"weight": weight, "bias": bias}, (x,))
+
+    w = glt.weight.detach().clone().requires_grad_()
+    b = glt.bias.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(fn, (w, b))
+
+
+def test_initialisation_is_per_block_xavier():
+    torch.manual_seed(0)
+    glt = GroupLinear(1024, 1024, 16)
+    fan_in = fan_out = 1024 // 16
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    assert glt.weight.abs().max() <= bound
+    assert glt.weight.abs().max() > 0.95 * bound
+    # the uniform(-b, b) std is b / sqrt(3)
+    assert abs(glt.weight.std().item() - bound / math.sqrt(3)) < 0.01 * bound
+    assert torch.count_nonzero(glt.bias) == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_reduced_precision_close_to_fp32(dtype, groups):
+    torch.manual_seed(0)
+    glt = GroupLinear(64, 32, groups)
+    x = torch.randn(16, 64)
+    expected = glt(x)
+    low = GroupLinear(64, 32, groups).to(dtype)
+    low.load_state_dict(glt.state_dict())
+    out = low(x.to(dtype))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected, atol=5e-2, rtol=5e-2)
+
+
+def test_state_dict_round_trip_strict():
+    a, b = GroupLinear(16, 8, 4), GroupLinear(16, 8, 4)
+    assert set(a.state_dict()) == {"weight", "bias"}
+    assert a.state_dict()["weight"].shape == (4, 4, 2)
+    assert a.state_dict()["bias"].shape == (4, 1, 2)
+    b.load_state_dict(a.state_dict(), strict=True)
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(a(x), b(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(in_features=10, out_features=8, groups=4), "in_features=10 is not divisible by groups=4"),
+        (dict(in_features=8, out_features=10, groups=4), "out_features=10 is not divisible by groups=4"),
+        (dict(in_features=8, out_features=8, groups=0), "groups=0 must be a positive integer"),
+    ],
+)
+def test_construction_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GroupLinear(**kwargs)
+
+
+def test_input_errors():
+    glt = GroupLinear(8, 8, 2)
+    with pytest.raises(ValueError, match="last dimension 6, expected 8"):
+        glt(torch.randn(3, 6))
+    with pytest.raises(ValueError, match="floating-point"):
+        glt(torch.ones(3, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"expected shape \[groups=2"):
+        glt.forward_group_major(torch.randn(4, 3, 4))
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_cuda_matches_cpu(dtype, groups):
+    torch.manual_seed(0)
+    glt = GroupLinear(64, 32, groups)
+    x = torch.randn(16, 64)
+    expected = glt(x)
+    out = glt.to("cuda", dtype)(x.to("cuda", dtype))
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(out.float().cpu(), expected, atol=tol, rtol=tol)
+    out.float().sum().backward()
+    assert glt.weight.grad is not None and glt.weight.grad.is_cuda
