@@ -160,3 +160,20 @@ def test_cuda_matches_cpu(dtype, groups):
     torch.testing.assert_close(out.float().cpu(), expected, atol=tol, rtol=tol)
     out.float().sum().backward()
     assert glt.weight.grad is not None and glt.weight.grad.is_cuda
+
+
+def test_non_contiguous_input_and_partial_gradients():
+    torch.manual_seed(0)
+    glt = GroupLinear(8, 12, 4).double()
+    base = torch.randn(8, 5, dtype=torch.double)
+    x = base.t().requires_grad_(False)  # [5, 8], non-contiguous
+    torch.testing.assert_close(glt(x), x @ dense_reference(glt) + glt.bias.reshape(-1))
+    glt.weight.requires_grad_(False)
+    glt.bias.requires_grad_(False)
+    x = x.clone().requires_grad_()
+    glt(x).sum().backward()
+    torch.testing.assert_close(x.grad, dense_reference(glt).sum(1).expand(5, 8))
+    glt.weight.requires_grad_(True)
+    x = x.detach()
+    glt(x).sum().backward()
+    assert glt.weight.grad is not None and glt.bias.grad is None
