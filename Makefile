@@ -35,6 +35,7 @@ test: install
 bench: install
 	mkdir -p $(BENCH_DIR)
 	$(PY) -m fairseq_define.bench glt --json $(BENCH_DIR)/glt.json
+	$(PY) -m fairseq_define.bench embedding --data $(DATA) --json $(BENCH_DIR)/embedding.json
 
 clean:
 	rm -rf $(VENV) $(BENCH_DIR) build *.egg-info

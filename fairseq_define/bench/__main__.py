@@ -7,7 +7,7 @@ import torch
 
 from fairseq_define.bench.timing import write_json
 
-BENCHES = ("glt",)
+BENCHES = ("glt", "embedding")
 
 
 def main(argv=None):
