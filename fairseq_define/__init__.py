@@ -7,4 +7,6 @@ from fairseq_define import compat
 
 compat.apply()
 
+from fairseq_define import models  # noqa: E402,F401  (registers the models even when imported before --user-dir)
+
 __version__ = "0.1.0"

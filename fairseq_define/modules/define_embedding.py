@@ -209,9 +209,11 @@ class DefineEmbedding(nn.Module):
     @torch.no_grad()
     def _calibrate_output_scale(self, sample: int = 4096):
         """Rescale Reduce so that the unit's output std over (a sample of) the vocabulary is m^-0.5."""
+        if self.unit.reduce.weight.is_meta:  # built on the meta device (e.g. for counting): nothing to scale
+            return
         was_training = self.training
         self.unit.eval()
-        ids = torch.randperm(self.num_embeddings)[:sample]
+        ids = torch.randperm(self.num_embeddings, device=self.unit.reduce.weight.device)[:sample]
         if self.padding_idx is not None:
             ids = ids[ids != self.padding_idx]
         if ids.numel() > 0:

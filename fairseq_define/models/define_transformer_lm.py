@@ -1,0 +1,113 @@
+"""DeFINE Transformer language model: fairseq's TransformerLanguageModel with a DefineEmbedding as its input.
+
+Output side (spec §4): the decoder's m-dim state is projected m -> n and scored in the n-dim space of the Map:
+against the Map table with `--share-decoder-input-output-embed`, or by an adaptive softmax tied to the
+adaptive-input Map with `--adaptive-input --tie-adaptive-weights` (add `--tie-adaptive-proj` to tie the tail
+projections too). `--adaptive-input` makes the Map fairseq's AdaptiveInput with output dim n.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from fairseq import options
+from fairseq.models import ARCH_CONFIG_REGISTRY, register_model, register_model_architecture
+from fairseq.models.transformer import Linear, TransformerDecoder
+from fairseq.models.transformer_lm import (
+    DEFAULT_MAX_TARGET_POSITIONS,
+    TransformerLanguageModel,
+    TransformerLanguageModelConfig,
+    base_lm_architecture,
+    transformer_lm_baevski_wiki103,
+    transformer_lm_gpt2_tiny,
+)
+from fairseq.utils import safe_getattr
+
+from fairseq_define.models.define_config import DefineEmbeddingConfig, build_define_embedding, set_define_defaults
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DefineTransformerLanguageModelConfig(TransformerLanguageModelConfig, DefineEmbeddingConfig):
+    pass
+
+
+@register_model("define_transformer_lm", dataclass=DefineTransformerLanguageModelConfig)
+class DefineTransformerLanguageModel(TransformerLanguageModel):
+    @classmethod
+    def build_model(cls, args, task):
+        """As TransformerLanguageModel.build_model, with a DefineEmbedding in place of its closed choice of
+        embeddings, and the output kept in the Map's n-dim space when it is tied to the Map."""
+        if args.decoder_layers_to_keep:
+            args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
+        if safe_getattr(args, "max_target_positions", None) is None:
+            args.max_target_positions = safe_getattr(args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS)
+        if safe_getattr(args, "character_embeddings", False):
+            raise ValueError("--character-embeddings cannot be combined with a DeFINE model")
+
+        adaptive_cutoff = None
+        if args.adaptive_input:
+            adaptive_cutoff = options.eval_str_list(args.adaptive_input_cutoff, type=int)
+        if args.tie_adaptive_weights:
+            if not args.adaptive_input:
+                raise ValueError("--tie-adaptive-weights needs --adaptive-input (the DeFINE Map is then adaptive)")
+            if args.adaptive_softmax_cutoff != args.adaptive_input_cutoff:
+                raise ValueError(
+                    f"--adaptive-softmax-cutoff={args.adaptive_softmax_cutoff} must equal "
+                    f"--adaptive-input-cutoff={args.adaptive_input_cutoff} with --tie-adaptive-weights"
+                )
+            if args.adaptive_softmax_factor != args.adaptive_input_factor:
+                raise ValueError(
+                    f"--adaptive-softmax-factor={args.adaptive_softmax_factor} must equal "
+                    f"--adaptive-input-factor={args.adaptive_input_factor} with --tie-adaptive-weights"
+                )
+        if args.share_decoder_input_output_embed and args.adaptive_input:
+            raise ValueError(
+                "--share-decoder-input-output-embed needs a lookup Map; with --adaptive-input use --tie-adaptive-weights"
+            )
+        embed_tokens = build_define_embedding(
+            args, task.source_dictionary, args.decoder_embed_dim, adaptive_cutoff, args.adaptive_input_factor
+        )
+        tied = args.tie_adaptive_weights or args.share_decoder_input_output_embed
+        if tied:  # score in the Map's n-dim space
+            args.decoder_output_dim = args.define_map_dim
+        decoder = TransformerDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True)
+        if args.tie_adaptive_weights and decoder.project_out_dim is None and args.decoder_embed_dim != args.define_map_dim:
+            # fairseq builds no m -> n projection when adaptive weights are tied (it assumes m == n)
+            decoder.project_out_dim = Linear(args.decoder_embed_dim, args.define_map_dim, bias=False)
+        return cls(decoder)
+
+
+def define_base_lm_architecture(args):
+    set_define_defaults(args)
+    base_lm_architecture(args)
+
+
+# register_model(..., dataclass=...) registers `--arch define_transformer_lm` with a no-op architecture function,
+# which would leave derived sizes at the dataclass defaults (e.g. decoder_output_dim = 512 whatever
+# --decoder-embed-dim says). Route the bare name through base_lm_architecture like every named arch.
+ARCH_CONFIG_REGISTRY["define_transformer_lm"] = define_base_lm_architecture
+
+
+@register_model_architecture("define_transformer_lm", "define_transformer_lm_wiki103")
+def define_transformer_lm_wiki103(args):
+    """fairseq's transformer_lm_wiki103 (16 layers, 1024 wide, adaptive input/softmax 20000,60000, tied) with
+    DeFINE behind the adaptive-input Map: n = 128, k = 4096, N = 3 (the paper's WikiText-103 setting)."""
+    args.define_map_dim = safe_getattr(args, "define_map_dim", 128)
+    args.define_expand_dim = safe_getattr(args, "define_expand_dim", 4096)
+    args.define_depth = safe_getattr(args, "define_depth", 3)
+    set_define_defaults(args)
+    transformer_lm_baevski_wiki103(args)
+
+
+@register_model_architecture("define_transformer_lm", "define_transformer_lm_gpt2_tiny")
+def define_transformer_lm_gpt2_tiny(args):
+    """fairseq's transformer_lm_gpt2_tiny (2 layers, 64 wide) with a small DeFINE unit: n = 32, k = 128, N = 2,
+    scored against the lookup Map (unless --adaptive-input). For tests and CPU smoke runs."""
+    args.define_map_dim = safe_getattr(args, "define_map_dim", 32)
+    args.define_expand_dim = safe_getattr(args, "define_expand_dim", 128)
+    args.define_depth = safe_getattr(args, "define_depth", 2)
+    if not safe_getattr(args, "adaptive_input", False):
+        args.share_decoder_input_output_embed = safe_getattr(args, "share_decoder_input_output_embed", True)
+    set_define_defaults(args)
+    transformer_lm_gpt2_tiny(args)

@@ -1,0 +1,122 @@
+"""Parameter accounting for any registered fairseq architecture, stock or DeFINE.
+
+    python -m fairseq_define.params --arch transformer_lm_wiki103 --vocab-size 267744 --json
+    python -m fairseq_define.params --arch define_transformer_lm_wiki103 --data data-bin/wikitext-103
+    python -m fairseq_define.params --arch define_transformer_wmt_en_de --vocab-size 32768
+
+Takes fairseq-train's model flags (`--decoder-layers 4`, `--define-map-dim 64`, ...). The vocabulary comes from
+the dictionaries in `--data DIR` or is `--vocab-size V` symbols (fairseq's 4 specials included). The model is
+built on the meta device, so even full-size models are counted in seconds without allocating their weights.
+
+Parts: map = the input embedding without the DeFINE unit (for stock models the whole embedding, AdaptiveInput
+included, plus any input projection); define = the DeFINE units; context = everything between input and output
+(encoder and decoder layers, final norms); output = the output layer (projection, adaptive softmax, m -> n
+projection) less what it shares with the input. Shared parameters are counted once.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections import OrderedDict
+
+import torch
+
+PARTS = ("map", "define", "context", "output")
+PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def part_of(name: str) -> str:
+    """The part a parameter belongs to, from its name in the model."""
+    _, _, rest = name.partition(".")  # drop "encoder." / "decoder."
+    if rest.startswith("embed_tokens.unit."):
+        return "define"
+    if rest.startswith(("embed_tokens.", "project_in_dim.")):
+        return "map"
+    if rest.startswith(("output_projection.", "adaptive_softmax.", "project_out_dim.")):
+        return "output"
+    return "context"
+
+
+def count_parts(model: torch.nn.Module) -> "OrderedDict[str, int]":
+    """{"total", "map", "define", "context", "output"}: parameter counts, shared parameters counted once."""
+    counts = OrderedDict((part, 0) for part in PARTS)
+    for name, parameter in model.named_parameters():  # yields each shared parameter once
+        counts[part_of(name)] += parameter.numel()
+    return OrderedDict([("total", sum(counts.values()))] + list(counts.items()))
+
+
+def _write_dictionary(path: str, vocab_size: int):
+    from fairseq.data import Dictionary
+
+    specials = len(Dictionary())
+    if vocab_size <= specials:
+        raise SystemExit(f"--vocab-size {vocab_size} must be larger than fairseq's {specials} special symbols")
+    with open(path, "w") as f:
+        for i in range(vocab_size - specials):
+            f.write(f"w{i} 1\n")
+
+
+def build_model(argv, device="meta"):
+    """Build the model (and its task) that `fairseq-train DATA <argv>` would build, on `device`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--data")
+    pre.add_argument("--vocab-size", type=int)
+    pre.add_argument("--arch", "-a", required=True)
+    pre.add_argument("--task")
+    known, rest = pre.parse_known_args(argv)
+    if (known.data is None) == (known.vocab_size is None):
+        raise SystemExit("give exactly one of --data DIR or --vocab-size V")
+
+    from fairseq import options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.models import ARCH_MODEL_REGISTRY, FairseqLanguageModel
+
+    utils.import_user_module(argparse.Namespace(user_dir=PLUGIN_DIR))
+    if known.arch not in ARCH_MODEL_REGISTRY:
+        raise SystemExit(f"unknown --arch {known.arch}")
+    is_lm = issubclass(ARCH_MODEL_REGISTRY[known.arch], FairseqLanguageModel)
+    task = known.task or ("language_modeling" if is_lm else "translation")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data, extra = known.data, []
+        if known.vocab_size is not None:
+            data = tmp
+            if task == "translation":
+                for lang in ("src", "tgt"):
+                    _write_dictionary(os.path.join(tmp, f"dict.{lang}.txt"), known.vocab_size)
+                extra = ["--source-lang", "src", "--target-lang", "tgt"]
+            else:
+                _write_dictionary(os.path.join(tmp, "dict.txt"), known.vocab_size)
+        parser = options.get_training_parser(default_task=task)
+        args = options.parse_args_and_arch(
+            parser, [data, "--task", task, "--arch", known.arch, "--user-dir", PLUGIN_DIR, "--cpu"] + extra + rest
+        )
+        cfg = convert_namespace_to_omegaconf(args)
+        fairseq_task = tasks.setup_task(cfg.task)
+        with torch.device(device):
+            return fairseq_task.build_model(cfg.model), fairseq_task
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv or not argv:
+        print(__doc__)
+        return None
+    as_json = "--json" in argv
+    argv = [a for a in argv if a != "--json"]
+    model, _ = build_model(argv)
+    counts = count_parts(model)
+    if as_json:
+        print(json.dumps(counts))
+    else:
+        width = max(len(f"{v:,}") for v in counts.values())
+        for part, value in counts.items():
+            share = 100.0 * value / counts["total"] if counts["total"] else 0.0
+            print(f"{part:>8}  {value:>{width},}  {share:5.1f}%")
+    return counts
+
+
+if __name__ == "__main__":
+    main()
