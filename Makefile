@@ -13,13 +13,14 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 # Pins torch to the installed build so that no later step can replace it (e.g. with a CUDA wheel).
 PIN     := $(VENV)/torch-pin.txt
-STAMP   := $(VENV)/.installed
+# Re-install when setup.py or the chosen torch/fairseq change (not on every edit of this Makefile).
+STAMP   := $(VENV)/.installed-$(shell echo '$(TORCH) $(FAIRSEQ)' | md5sum | cut -c1-8)
 
 .PHONY: install test bench demo clean
 
 install: $(STAMP)
 
-$(STAMP): setup.py Makefile
+$(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(PIN)
@@ -27,7 +28,11 @@ $(STAMP): setup.py Makefile
 	$(PIP) install -q -c $(PIN) --no-build-isolation $(FAIRSEQ)
 	$(PIP) install -q -c $(PIN) sacrebleu sentencepiece pytest matplotlib
 	$(PIP) install -q -c $(PIN) --no-build-isolation --no-deps -e .
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+demo: install
+	$(PY) examples/language_model/wikitext2_demo.py --data $(DATA)
 
 test: install
 	$(PY) -m pytest -q tests
@@ -36,6 +41,7 @@ bench: install
 	mkdir -p $(BENCH_DIR)
 	$(PY) -m fairseq_define.bench glt --json $(BENCH_DIR)/glt.json
 	$(PY) -m fairseq_define.bench embedding --data $(DATA) --json $(BENCH_DIR)/embedding.json
+	$(PY) -m fairseq_define.bench lm --data $(DATA) --cache $(BENCH_DIR)/wikitext-2-bin --json $(BENCH_DIR)/lm.json
 
 clean:
 	rm -rf $(VENV) $(BENCH_DIR) build *.egg-info

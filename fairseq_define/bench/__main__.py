@@ -7,7 +7,7 @@ import torch
 
 from fairseq_define.bench.timing import write_json
 
-BENCHES = ("glt", "embedding")
+BENCHES = ("glt", "embedding", "lm")
 
 
 def main(argv=None):

@@ -1,3 +1,3 @@
 """DeFINE models, registered with fairseq on import (fairseq's --user-dir also imports this folder's modules)."""
 
-from fairseq_define.models import define_transformer_lm  # noqa: F401
+from fairseq_define.models import define_transformer, define_transformer_lm  # noqa: F401

@@ -1,0 +1,127 @@
+"""Raw parallel text to a sacreBLEU score through fairseq's CLIs, one function per step.
+
+Used by examples/translation/multi30k.py (runs here) and examples/translation/wmt14_en_de.py (for GPU machines),
+and by the tests, so the WMT recipe goes through the code paths that the Multi30k run exercises:
+
+    spm = train_sentencepiece([train.en, train.de], workdir/spm, vocab_size)   # joint BPE (sentencepiece)
+    encode_splits(spm, raw_prefixes, workdir/spm-text, "en", "de")              # text -> pieces
+    data_bin = preprocess(workdir/spm-text, workdir/data-bin, "en", "de")       # joined dictionary
+    train(data_bin, save_dir, model_flags, recipe_flags)                        # fairseq-train
+    hypotheses = generate(data_bin, checkpoint, "test")                         # beam search, detokenized
+    scores = score(hypotheses, references)                                       # sacreBLEU BLEU + chrF
+"""
+
+import os
+import re
+import subprocess
+import sys
+from typing import Dict, List, Sequence
+
+PLUGIN = os.path.dirname(os.path.abspath(__file__))
+
+# The recipe shared by the baseline and the DeFINE model (Multi30k-sized; dropout and label smoothing as in
+# fairseq's IWSLT recipe).
+RECIPE = [
+    "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "0.0", "--lr", "0.001",
+    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400", "--dropout", "0.3", "--weight-decay", "0.0001",
+    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "4096",
+    "--share-all-embeddings", "--seed", "1",
+]
+
+
+def tool(name: str) -> str:
+    """Path of a fairseq console script next to this Python (works inside and outside a virtualenv)."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def run(command: Sequence[str], log=True, **kwargs) -> subprocess.CompletedProcess:
+    command = [str(c) for c in command]
+    if log:
+        print("$ " + " ".join(command), flush=True)
+    out = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if out.returncode:
+        raise RuntimeError(f"command failed ({out.returncode}): {' '.join(command)}\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
+    return out
+
+
+def train_sentencepiece(inputs: Sequence[str], model_prefix: str, vocab_size: int, **options) -> str:
+    """A joint BPE model over `inputs` (the training text of both languages); returns the .model path.
+    `options` go to sentencepiece's trainer (e.g. input_sentence_size for large corpora)."""
+    import sentencepiece as spm
+
+    model = model_prefix + ".model"
+    if not os.path.isfile(model):
+        os.makedirs(os.path.dirname(model_prefix), exist_ok=True)
+        spm.SentencePieceTrainer.train(
+            input=",".join(inputs), model_prefix=model_prefix, vocab_size=vocab_size, model_type="bpe",
+            character_coverage=1.0, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, num_threads=2,
+            minloglevel=2, **options,
+        )
+    return model
+
+
+def encode_splits(spm_model: str, raw: Dict[str, str], out_dir: str, src: str, tgt: str):
+    """raw: split name -> path prefix of the raw files (prefix.src, prefix.tgt); writes out_dir/split.lang."""
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_file=spm_model)
+    os.makedirs(out_dir, exist_ok=True)
+    for split, prefix in raw.items():
+        for lang in (src, tgt):
+            with open(f"{prefix}.{lang}", encoding="utf-8") as fin, \
+                    open(os.path.join(out_dir, f"{split}.{lang}"), "w", encoding="utf-8") as fout:
+                for line in fin:
+                    fout.write(" ".join(processor.encode(line.strip(), out_type=str)) + "\n")
+
+
+def preprocess(text_dir: str, dest_dir: str, src: str, tgt: str, splits=("train", "valid", "test")) -> str:
+    """fairseq-preprocess with a joined dictionary (needed by --share-all-embeddings)."""
+    if not os.path.isfile(os.path.join(dest_dir, f"dict.{src}.txt")):
+        prefixes = {"train": "--trainpref", "valid": "--validpref", "test": "--testpref"}
+        args = [a for split in splits for a in (prefixes[split], os.path.join(text_dir, split))]
+        run([tool("fairseq-preprocess"), "--source-lang", src, "--target-lang", tgt, *args, "--destdir", dest_dir,
+             "--joined-dictionary", "--workers", "2"])
+    return dest_dir
+
+
+def train(data_bin: str, save_dir: str, model_flags: Sequence[str], recipe=RECIPE, extra: Sequence[str] = ()) -> str:
+    """fairseq-train; returns its log (stdout + stderr)."""
+    out = run([tool("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--task", "translation", *model_flags, *recipe,
+               "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format", "simple", *extra])
+    return out.stdout + out.stderr
+
+
+def generate(data_bin: str, checkpoint: str, subset: str = "test", beam: int = 5, extra: Sequence[str] = ()) -> List[str]:
+    """Detokenized hypotheses of every sentence of `subset`, in corpus order.
+
+    `--required-batch-size-multiple 1`: otherwise fairseq drops a last batch that is not a multiple of 8.
+    """
+    out = run([tool("fairseq-generate"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint, "--gen-subset", subset,
+               "--beam", beam, "--remove-bpe", "sentencepiece", "--required-batch-size-multiple", 1,
+               "--max-tokens", 8000, *extra])
+    detok = {}
+    for line in out.stdout.splitlines():
+        match = re.match(r"^D-(\d+)\t[^\t]*\t(.*)$", line)
+        if match:
+            detok[int(match.group(1))] = match.group(2)
+    if sorted(detok) != list(range(len(detok))):
+        raise RuntimeError(f"fairseq-generate returned {len(detok)} hypotheses with gaps in their ids")
+    return [detok[i] for i in range(len(detok))]
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+    """sacreBLEU BLEU and chrF of detokenized text, with their signatures."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    bleu, chrf = BLEU(), CHRF()
+    bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
+    chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
+    return {"bleu": bleu_score.score, "chrf": chrf_score.score, "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature()), "sentences": len(hypotheses)}
+
+
+def read_lines(path: str) -> List[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]

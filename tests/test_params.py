@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fairseq_define.params import build_model, count_parts
+from tests.conftest import REPO_ROOT
+
+
+def params_json(*args):
+    out = subprocess.run([sys.executable, "-m", "fairseq_define.params", *map(str, args), "--json"],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_stock_wiki103_adaptive_input_map_matches_spec():
+    counts = params_json("--arch", "transformer_lm_wiki103", "--vocab-size", 267744)
+    assert counts["map"] == 45_391_872
+    assert counts["define"] == 0
+    assert counts["total"] == counts["map"] + counts["context"] + counts["output"]
+
+
+def test_define_wiki103_map_is_the_narrow_adaptive_input_and_parts_add_up():
+    counts = params_json("--arch", "define_transformer_lm_wiki103", "--vocab-size", 267744)
+    # AdaptiveInput with output dim n = 128: bands 20000x128 + 128x128, 40000x32 + 32x128, 207744x8 + 8x128
+    assert counts["map"] == 20000 * 128 + 128 * 128 + 40000 * 32 + 32 * 128 + 207744 * 8 + 8 * 128
+    assert counts["define"] > 0
+    assert sum(counts[p] for p in ("map", "define", "context", "output")) == counts["total"]
+
+
+@pytest.mark.parametrize("arch", ["define_transformer_lm_gpt2_tiny", "transformer_lm_gpt2_tiny"])
+def test_counts_cover_every_parameter_once(arch):
+    model, _ = build_model(["--arch", arch, "--vocab-size", "300"], device="cpu")
+    counts = count_parts(model)
+    unique = {id(p): p.numel() for p in model.parameters()}
+    assert counts["total"] == sum(unique.values())
+
+
+def test_define_unit_counted_as_define_and_tied_output_not_double_counted():
+    model, _ = build_model(["--arch", "define_transformer_lm_gpt2_tiny", "--vocab-size", "300"], device="cpu")
+    counts = count_parts(model)
+    embed = model.decoder.embed_tokens
+    assert counts["define"] == sum(p.numel() for p in embed.unit.parameters())
+    assert counts["map"] == 300 * 32
+    assert counts["output"] == 64 * 32  # only the m -> n projection: the output matrix is the Map table
+
+
+def test_needs_a_vocabulary():
+    out = subprocess.run([sys.executable, "-m", "fairseq_define.params", "--arch", "transformer_lm"],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert out.returncode != 0 and "--data DIR or --vocab-size V" in out.stderr
