@@ -60,7 +60,9 @@ def main(argv=None):
     parser.add_argument("--max-update", type=int, default=3000)
     parser.add_argument("--src", default="en")
     parser.add_argument("--tgt", default="de")
-    parser.add_argument("--extra", default="", help="more fairseq-train flags for both models, e.g. '--define-map-dim 128'")
+    parser.add_argument("--extra", default="", help="more fairseq-train flags for both models (after the recipe's, so "
+                        "they win), e.g. '--encoder-layers 6 --decoder-layers 6'")
+    parser.add_argument("--define-extra", default="", help="more flags for the DeFINE model, e.g. '--define-map-dim 128'")
     parser.add_argument("--generate-extra", default="", help="more fairseq-generate flags, e.g. '--max-len-b 50'")
     args = parser.parse_args(argv)
 
@@ -68,10 +70,12 @@ def main(argv=None):
     references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS['test']}.{args.tgt}"))
     results = {}
     for name in (["baseline", "define"] if args.model == "both" else [args.model]):
-        flags = MODELS[name] + args.extra.split()
+        model_flags = MODELS[name] + (args.define_extra.split() if name == "define" else [])
+        flags = model_flags + args.extra.split()
         save_dir = os.path.join(args.workdir, f"checkpoints-{name}")
         start = time.time()
-        log = mt_pipeline.train(data_bin, save_dir, flags, extra=["--max-update", args.max_update, "--cpu"])
+        log = mt_pipeline.train(data_bin, save_dir, model_flags,
+                                extra=[*args.extra.split(), "--max-update", args.max_update, "--cpu"])
         train_seconds = time.time() - start
         hypotheses = mt_pipeline.generate(data_bin, os.path.join(save_dir, "checkpoint_last.pt"), "test",
                                           extra=["--cpu", *args.generate_extra.split()])

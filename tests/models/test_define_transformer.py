@@ -13,7 +13,8 @@ from tests.conftest import REPO_ROOT, data_dir
 
 TINY_FLAGS = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 64 --decoder-embed-dim 64 "
               "--encoder-ffn-embed-dim 128 --decoder-ffn-embed-dim 128 --encoder-attention-heads 2 "
-              "--decoder-attention-heads 2 --define-map-dim 32 --define-expand-dim 128 --lr 0.003 --warmup-updates 20")
+              "--decoder-attention-heads 2 --lr 0.003 --warmup-updates 20")
+TINY_DEFINE_FLAGS = "--define-map-dim 32 --define-expand-dim 128"
 
 
 def load_example():
@@ -40,7 +41,7 @@ def multi30k_slice(tmp_path_factory):
 def example_run(multi30k_slice, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("m30k-run"))
     results = load_example().main(["--data", multi30k_slice, "--workdir", workdir, "--model", "both",
-                                   "--vocab-size", "1000", "--max-update", "60", "--extra", TINY_FLAGS,
+                                   "--vocab-size", "1000", "--max-update", "60", "--extra", TINY_FLAGS, "--define-extra", TINY_DEFINE_FLAGS,
                                    "--generate-extra", "--max-len-a 1.2 --max-len-b 10"])
     return workdir, results
 
