@@ -34,11 +34,20 @@ def tool(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
-def run(command: Sequence[str], log=True, **kwargs) -> subprocess.CompletedProcess:
+def run(command: Sequence[str], stream=False) -> subprocess.CompletedProcess:
+    """Run a command, printing it first; with `stream`, also echo its output as it comes (training progress)."""
     command = [str(c) for c in command]
-    if log:
-        print("$ " + " ".join(command), flush=True)
-    out = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    print("$ " + " ".join(command), flush=True)
+    if stream:
+        lines = []
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+            for line in process.stdout:
+                lines.append(line)
+                if " | INFO | train" in line or "Error" in line:  # progress lines and errors, not the config dump
+                    print(line, end="", flush=True)
+        out = subprocess.CompletedProcess(command, process.returncode, "".join(lines), "")
+    else:
+        out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"command failed ({out.returncode}): {' '.join(command)}\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
     return out
@@ -87,8 +96,8 @@ def preprocess(text_dir: str, dest_dir: str, src: str, tgt: str, splits=("train"
 def train(data_bin: str, save_dir: str, model_flags: Sequence[str], recipe=RECIPE, extra: Sequence[str] = ()) -> str:
     """fairseq-train; returns its log (stdout + stderr)."""
     out = run([tool("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--task", "translation", *model_flags, *recipe,
-               "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format", "simple", *extra])
-    return out.stdout + out.stderr
+               "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format", "simple", *extra], stream=True)
+    return out.stdout
 
 
 def generate(data_bin: str, checkpoint: str, subset: str = "test", beam: int = 5, extra: Sequence[str] = ()) -> List[str]:
