@@ -5,7 +5,8 @@
 Steps (fairseq_define.mt_pipeline): joint BPE with sentencepiece on the training text of both languages, encode,
 fairseq-preprocess with a joined dictionary, fairseq-train (fairseq_define.mt_pipeline.RECIPE), fairseq-generate
 on test2016 (beam 5, every sentence), detokenize, sacreBLEU BLEU and chrF against the raw references. Prints the
-scores with their signatures and the parameter counts, and writes WORKDIR/results.json.
+scores with their signatures and the parameter counts, and writes WORKDIR/results.json (and the training logs,
+WORKDIR/train-MODEL.log, and hypotheses).
 """
 
 import argparse
@@ -47,8 +48,13 @@ def parameter_counts(data_bin: str, model_flags) -> dict:
 
 
 def words_per_second(log: str) -> float:
-    values = re.findall(r"\| train \| .*?wps ([\d.]+)", log)
-    return float(values[-1]) if values else float("nan")
+    """Target words per second of training over the whole run, from fairseq's per-epoch `train` lines."""
+    words = seconds = previous_updates = 0.0
+    for wpb, updates, wall in re.findall(r"\| train \| .*?\| wpb ([\d.]+) .*?\| num_updates (\d+) .*?\| train_wall ([\d.]+)", log):
+        words += float(wpb) * (int(updates) - previous_updates)
+        seconds += float(wall)
+        previous_updates = int(updates)
+    return words / seconds if seconds else float("nan")
 
 
 def main(argv=None):
@@ -77,6 +83,8 @@ def main(argv=None):
         log = mt_pipeline.train(data_bin, save_dir, model_flags,
                                 extra=[*args.extra.split(), "--max-update", args.max_update, "--cpu"])
         train_seconds = time.time() - start
+        with open(os.path.join(args.workdir, f"train-{name}.log"), "w") as f:
+            f.write(log)
         hypotheses = mt_pipeline.generate(data_bin, os.path.join(save_dir, "checkpoint_last.pt"), "test",
                                           extra=["--cpu", *args.generate_extra.split()])
         results[name] = dict(mt_pipeline.score(hypotheses, references), params=parameter_counts(data_bin, flags),

@@ -55,8 +55,11 @@ FLAGS = {
 }
 
 
-def build_define_embedding(args, dictionary, embed_dim, adaptive_cutoff=None, adaptive_factor=4.0) -> DefineEmbedding:
-    """A DefineEmbedding for `dictionary` with output dim `embed_dim`, from the define_* options in `args`.
+def build_define_embedding(
+    args, dictionary, embed_dim, adaptive_cutoff=None, adaptive_factor=4.0, shared_map=None
+) -> DefineEmbedding:
+    """A DefineEmbedding for `dictionary` with output dim `embed_dim`, from the define_* options in `args`
+    (over `shared_map`, another embedding's Map, if given).
 
     A bad value raises a one-line ValueError that names the command-line flag.
     """
@@ -79,6 +82,7 @@ def build_define_embedding(args, dictionary, embed_dim, adaptive_cutoff=None, ad
             adaptive_factor=adaptive_factor,
             dedupe=not args.define_no_dedupe,
             cache=not args.define_no_cache,
+            shared_map=shared_map,
         )
     except ValueError as error:
         message = str(error)

@@ -48,9 +48,8 @@ class DefineTransformerModel(TransformerModel):
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
         if safe_getattr(args, "share_all_embeddings", False) and safe_getattr(args, "define_separate_units", False):
-            shared_map = embed_tokens.map
-            embed_tokens = build_define_embedding(args, tgt_dict, args.decoder_embed_dim)
-            embed_tokens.map = shared_map  # the one Map table; a unit of the decoder's own
+            # the one Map table, and a unit of the decoder's own
+            embed_tokens = build_define_embedding(args, tgt_dict, args.decoder_embed_dim, shared_map=embed_tokens.map)
         return super().build_decoder(args, tgt_dict, embed_tokens)
 
 

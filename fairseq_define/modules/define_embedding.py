@@ -46,6 +46,8 @@ class DefineEmbedding(nn.Module):
         dedupe: compute the unit on the batch's unique ids in training.
         cache: look up a V x m table in eval mode without autograd.
         cache_chunk: ids per chunk when building the cache table (bounds its peak memory).
+        shared_map: use this Map module (another DefineEmbedding's `.map`, e.g. the encoder's) instead of building
+            one; the unit stays this embedding's own.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class DefineEmbedding(nn.Module):
         dedupe: bool = True,
         cache: bool = True,
         cache_chunk: int = 16384,
+        shared_map: Optional[nn.Module] = None,
     ):
         super().__init__()
         if not isinstance(num_embeddings, int) or num_embeddings < 1:
@@ -82,7 +85,11 @@ class DefineEmbedding(nn.Module):
         self.dedupe = dedupe
         self.cache = cache
         self.cache_chunk = cache_chunk
-        self.map = self._build_map(num_embeddings, padding_idx, map_dim, adaptive_cutoff, adaptive_factor)
+        if shared_map is None:
+            shared_map = self._build_map(num_embeddings, padding_idx, map_dim, adaptive_cutoff, adaptive_factor)
+        elif getattr(shared_map, "embedding_dim", None) != map_dim:
+            raise ValueError(f"shared_map has dimension {getattr(shared_map, 'embedding_dim', None)}, expected map_dim={map_dim}")
+        self.map = shared_map
         self.unit = DefineUnit(
             map_dim, expand_dim, depth, max_groups, embedding_dim,
             norm=norm, activation=activation, dropout=dropout, reduce_skip=reduce_skip, transform=transform,
@@ -121,13 +128,13 @@ class DefineEmbedding(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """The Map table [V, n], shared with the output layer by `--share-*-embed(dings)`."""
-        if not isinstance(self.map, nn.Embedding):
+        if self.is_adaptive:
             raise AttributeError("DefineEmbedding.weight: the Map is adaptive; tie it with weights_for_band(i)")
         return self.map.weight
 
     def weights_for_band(self, band: int):
         """(embedding weight, projection or None) of AdaptiveInput band `band`, for a tied AdaptiveSoftmax."""
-        if isinstance(self.map, nn.Embedding):
+        if not self.is_adaptive:
             raise AttributeError("DefineEmbedding.weights_for_band: the Map is a lookup table, not adaptive")
         return self.map.weights_for_band(band)
 

@@ -263,3 +263,13 @@ def test_cuda_matches_cpu_and_cache(dtype):
     emb.eval()
     with torch.no_grad():
         torch.testing.assert_close(emb(t.cuda()).float().cpu(), expected, atol=tol, rtol=tol)
+
+
+def test_shared_map_is_used_and_checked():
+    first = small()
+    second = DefineEmbedding(V, PAD, map_dim=16, expand_dim=64, depth=3, max_groups=4, embedding_dim=24,
+                             shared_map=first.map)
+    assert second.map is first.map and second.unit is not first.unit
+    assert second(tokens()).shape == (4, 7, 24)
+    with pytest.raises(ValueError, match="shared_map has dimension 16, expected map_dim=32"):
+        DefineEmbedding(V, PAD, map_dim=32, expand_dim=64, depth=3, max_groups=4, embedding_dim=24, shared_map=first.map)

@@ -100,18 +100,20 @@ def test_initialisation_is_per_block_xavier():
     assert torch.count_nonzero(glt.bias) == 0
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("groups", [1, 4])
-def test_reduced_precision_close_to_fp32(dtype, groups):
+def test_device_and_precision_close_to_cpu_fp32(device, dtype, groups):
     torch.manual_seed(0)
     glt = GroupLinear(64, 32, groups)
     x = torch.randn(16, 64)
     expected = glt(x)
-    low = GroupLinear(64, 32, groups).to(dtype)
-    low.load_state_dict(glt.state_dict())
-    out = low(x.to(dtype))
-    assert out.dtype == dtype
-    torch.testing.assert_close(out.float(), expected, atol=5e-2, rtol=5e-2)
+    out = glt.to(device, dtype)(x.to(device, dtype))
+    assert out.dtype == dtype and out.device.type == device
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(out.float().cpu(), expected, atol=tol, rtol=tol)
+    out.float().sum().backward()
+    assert glt.weight.grad is not None and glt.weight.grad.dtype == dtype
 
 
 def test_state_dict_round_trip_strict():
@@ -145,21 +147,6 @@ def test_input_errors():
         glt(torch.ones(3, 8, dtype=torch.long))
     with pytest.raises(ValueError, match=r"expected shape \[groups=2"):
         glt.forward_group_major(torch.randn(4, 3, 4))
-
-
-@requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("groups", [1, 4])
-def test_cuda_matches_cpu(dtype, groups):
-    torch.manual_seed(0)
-    glt = GroupLinear(64, 32, groups)
-    x = torch.randn(16, 64)
-    expected = glt(x)
-    out = glt.to("cuda", dtype)(x.to("cuda", dtype))
-    tol = 1e-4 if dtype == torch.float32 else 5e-2
-    torch.testing.assert_close(out.float().cpu(), expected, atol=tol, rtol=tol)
-    out.float().sum().backward()
-    assert glt.weight.grad is not None and glt.weight.grad.is_cuda
 
 
 def test_non_contiguous_input_and_partial_gradients():
