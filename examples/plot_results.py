@@ -3,7 +3,8 @@
     python examples/plot_results.py --lm runs/study-lm --out docs
 
 Writes OUT/lm_valid_ppl.png (valid perplexity against updates and against wall time, one line per input) and
-OUT/lm_params.png (parameters of each model, split into map, DeFINE, context and output).
+OUT/lm_params.png (parameters of each model, split into map, DeFINE, context and output), and prints the
+results table in Markdown.
 """
 
 import argparse
@@ -64,6 +65,19 @@ def plot_lm(study_dir, out_dir):
     fig.savefig(os.path.join(out_dir, "lm_params.png"), dpi=110)
 
 
+def markdown_table(study_dir):
+    rows = ["| input | params | map | DeFINE | context | output | train words/s | valid ppl | test ppl |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in sorted(os.listdir(study_dir)):
+        path = os.path.join(study_dir, name, "result.json")
+        if os.path.isfile(path):
+            r = json.load(open(path))
+            p = r["params"]
+            rows.append(f"| {name} | {p['total']:,} | {p['map']:,} | {p['define']:,} | {p['context']:,} | "
+                        f"{p['output']:,} | {r['train_wps']:,.0f} | {r['valid_ppl']:.2f} | {r['test_ppl']:.2f} |")
+    return "\n".join(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lm", default="runs/study-lm", help="workdir of examples/language_model/wikitext2_study.py")
@@ -71,7 +85,8 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     plot_lm(args.lm, args.out)
-    print(f"wrote {args.out}/lm_valid_ppl.png, {args.out}/lm_params.png")
+    print(f"wrote {args.out}/lm_valid_ppl.png, {args.out}/lm_params.png\n")
+    print(markdown_table(args.lm))
 
 
 if __name__ == "__main__":
