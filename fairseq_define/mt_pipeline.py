@@ -13,9 +13,9 @@ and by the tests, so the WMT recipe goes through the code paths that the Multi30
 
 import os
 import re
-import subprocess
-import sys
 from typing import Dict, List, Sequence
+
+from fairseq_define.cli import run, tool
 
 PLUGIN = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,30 +27,6 @@ RECIPE = [
     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "4096",
     "--share-all-embeddings", "--seed", "1",
 ]
-
-
-def tool(name: str) -> str:
-    """Path of a fairseq console script next to this Python (works inside and outside a virtualenv)."""
-    return os.path.join(os.path.dirname(sys.executable), name)
-
-
-def run(command: Sequence[str], stream=False) -> subprocess.CompletedProcess:
-    """Run a command, printing it first; with `stream`, also echo its output as it comes (training progress)."""
-    command = [str(c) for c in command]
-    print("$ " + " ".join(command), flush=True)
-    if stream:
-        lines = []
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
-            for line in process.stdout:
-                lines.append(line)
-                if " | INFO | train" in line or "Error" in line:  # progress lines and errors, not the config dump
-                    print(line, end="", flush=True)
-        out = subprocess.CompletedProcess(command, process.returncode, "".join(lines), "")
-    else:
-        out = subprocess.run(command, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"command failed ({out.returncode}): {' '.join(command)}\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
-    return out
 
 
 def train_sentencepiece(inputs: Sequence[str], model_prefix: str, vocab_size: int, **options) -> str:

@@ -21,6 +21,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 PLUGIN = os.path.join(REPO, "fairseq_define")
 
 sys.path.insert(0, REPO)
+from fairseq_define.cli import preprocess_wikitext, tool  # noqa: E402
 from fairseq_define.recipes import ADAPTIVE_LOSS, SMALL_ADAPTIVE_LM, SMALL_DEFINE_LM  # noqa: E402
 
 
@@ -34,10 +35,6 @@ def run(command, capture=False):
     subprocess.run(command, check=True)
 
 
-def tool(name):
-    return os.path.join(os.path.dirname(sys.executable), name)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "wikitext-2"),
@@ -47,16 +44,7 @@ def main():
     args = parser.parse_args()
     start = time.time()
 
-    raw = os.path.abspath(args.data)
-    if not os.path.isfile(os.path.join(raw, "wiki.train.tokens")):
-        sys.exit(f"WikiText-2 not found in {raw}: download wikitext-2-v1 (Merity et al. 2016, e.g. the copy in "
-                 f"pytorch/examples' word_language_model/data/wikitext-2) and pass DATA=/path/to/wikitext-2")
-    data_bin = os.path.join(args.workdir, "data-bin")
-    if not os.path.isfile(os.path.join(data_bin, "test.bin")):
-        run([tool("fairseq-preprocess"), "--only-source", "--trainpref", f"{raw}/wiki.train.tokens",
-             "--validpref", f"{raw}/wiki.valid.tokens", "--testpref", f"{raw}/wiki.test.tokens",
-             "--destdir", data_bin, "--workers", "2"], capture=True)
-        print(f"binarized WikiText-2 into {data_bin}")
+    data_bin = preprocess_wikitext(os.path.abspath(args.data), os.path.join(args.workdir, "data-bin"))
 
     save_dir = os.path.join(args.workdir, "checkpoints")
     run([tool("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--task", "language_modeling", *SMALL_DEFINE_LM,

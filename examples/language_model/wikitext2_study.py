@@ -20,6 +20,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
+from fairseq_define.cli import preprocess_wikitext, tool  # noqa: E402
 from fairseq_define.recipes import ADAPTIVE_LOSS, LM_STUDY  # noqa: E402
 
 PLUGIN = os.path.join(REPO, "fairseq_define")
@@ -27,20 +28,6 @@ TRAINING = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.003"
             "--warmup-updates", "100", "--clip-norm", "1.0", "--max-tokens", "2048", "--cpu", "--seed", "1",
             "--log-format", "simple", "--log-interval", "25", "--no-epoch-checkpoints", "--no-save-optimizer-state",
             "--max-valid-steps", "25"]  # learning curves on the first 51k valid tokens; final numbers from eval-lm
-
-
-def tool(name):
-    return os.path.join(os.path.dirname(sys.executable), name)
-
-
-def binarize(raw, data_bin):
-    if not os.path.isfile(os.path.join(data_bin, "test.bin")):
-        if not os.path.isfile(os.path.join(raw, "wiki.train.tokens")):
-            sys.exit(f"WikiText-2 not found in {raw} (pass --data DIR)")
-        subprocess.run([tool("fairseq-preprocess"), "--only-source", "--trainpref", f"{raw}/wiki.train.tokens",
-                        "--validpref", f"{raw}/wiki.valid.tokens", "--testpref", f"{raw}/wiki.test.tokens",
-                        "--destdir", data_bin, "--workers", "2"], check=True, capture_output=True)
-    return data_bin
 
 
 def perplexity(data_bin, checkpoint, subset):
@@ -90,7 +77,7 @@ def main(argv=None):
     parser.add_argument("--validate-every", type=int, default=100)
     parser.add_argument("--only", nargs="+", choices=list(LM_STUDY), help="run only these inputs")
     args = parser.parse_args(argv)
-    data_bin = binarize(os.path.abspath(args.data), os.path.join(args.workdir, "data-bin"))
+    data_bin = preprocess_wikitext(os.path.abspath(args.data), os.path.join(args.workdir, "data-bin"))
     results = [run_one(name, LM_STUDY[name], data_bin, args.workdir, args.max_update, args.validate_every)
                for name in (args.only or LM_STUDY)]
     print(f"\n{'input':<16}{'params':>12}{'map':>12}{'define':>10}{'words/s':>9}{'valid ppl':>11}{'test ppl':>10}")

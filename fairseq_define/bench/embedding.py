@@ -10,6 +10,7 @@ AdaptiveInput (dim 512, cutoffs 5000,20000, factor 4), (e) nn.Embedding(V, 512);
 (f) DefineEmbedding with its cache and (g) nn.Embedding.
 """
 
+import copy
 import os
 from collections import Counter
 
@@ -88,10 +89,9 @@ def run(args, device, dtype):
     define_args = dict(map_dim=args.map_dim, expand_dim=args.expand_dim, depth=args.depth,
                        max_groups=args.max_groups, embedding_dim=args.embed_dim)
     define = DefineEmbedding(vocab, PAD, **define_args).to(device, dtype)
-    define_no_dedupe = DefineEmbedding(vocab, PAD, dedupe=False, **define_args).to(device, dtype)
-    define_no_dedupe.load_state_dict(define.state_dict())
-    reference = DefineEmbedding(vocab, PAD, **define_args).to(device, dtype)
-    reference.load_state_dict(define.state_dict())
+    define_no_dedupe, reference, define_eval = (copy.deepcopy(define) for _ in range(3))
+    define_no_dedupe.dedupe = False
+    define_eval.eval()
     from fairseq.modules import AdaptiveInput
 
     adaptive = AdaptiveInput(vocab, PAD, args.embed_dim, 4.0, args.embed_dim, [5000, 20000, vocab], 0, 8).to(device, dtype)
@@ -125,10 +125,7 @@ def run(args, device, dtype):
         "adaptive_input": train_step(adaptive),
         "embedding": train_step(embedding),
     }
-    define_eval, embedding_eval = DefineEmbedding(vocab, PAD, **define_args).to(device, dtype), embedding
-    define_eval.load_state_dict(define.state_dict())
-    define_eval.eval()
-    evaluate = {"define_cached_eval": eval_step(define_eval), "embedding_eval": eval_step(embedding_eval)}
+    evaluate = {"define_cached_eval": eval_step(define_eval), "embedding_eval": eval_step(embedding)}
 
     def advance():
         state["step"] += 1

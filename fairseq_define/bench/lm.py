@@ -8,11 +8,10 @@ real WikiText-2 batches (fairseq's language_modeling task, --max-tokens 2048), o
 """
 
 import os
-import subprocess
-import sys
 
 import torch
 
+from fairseq_define.cli import preprocess_wikitext
 from fairseq_define.bench.timing import meta, print_table, time_interleaved
 from fairseq_define.params import build_model
 from fairseq_define.recipes import SMALL_ADAPTIVE_LM, SMALL_DEFINE_LM
@@ -26,23 +25,11 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed call")
 
 
-def binarize(raw: str, dest: str) -> str:
-    if os.path.isfile(os.path.join(dest, "train.bin")):
-        return dest
-    if not os.path.isfile(os.path.join(raw, "wiki.train.tokens")):
-        raise SystemExit(f"WikiText-2 not found: {raw} (pass --data DIR; see ../shared/data/README.md)")
-    fairseq_preprocess = os.path.join(os.path.dirname(sys.executable), "fairseq-preprocess")
-    subprocess.run([fairseq_preprocess, "--only-source", "--trainpref", f"{raw}/wiki.train.tokens",
-                    "--validpref", f"{raw}/wiki.valid.tokens", "--destdir", dest, "--workers", "2"],
-                   check=True, capture_output=True)
-    return dest
-
-
 def run(args, device, dtype):
     from fairseq.criterions.adaptive_loss import AdaptiveLoss
     from fairseq import utils
 
-    data = binarize(args.data, args.cache)
+    data = preprocess_wikitext(os.path.abspath(args.data), args.cache)
     torch.manual_seed(0)
     models = {}
     for name, flags in (("define", SMALL_DEFINE_LM), ("adaptive", SMALL_ADAPTIVE_LM)):
