@@ -1,12 +1,14 @@
 """fairseq_define: DeFINE (Deep Factorized Input Token Embeddings, Mehta et al., ICLR 2020) for fairseq.
 
-Load with ``fairseq-train --user-dir fairseq_define ...`` (or the path of the installed package).
+- As a fairseq plugin: ``fairseq-train --user-dir fairseq_define ...`` (or the path of the installed package);
+  fairseq imports this package with fairseq already loaded, and the models, tasks, criterions and optimizers are
+  registered (`fairseq_define.plugin`). In-process, ``import fairseq_define.plugin`` does the same.
+- As plain PyTorch: ``from fairseq_define.modules import DefineEmbedding`` imports neither fairseq nor its shims.
 """
 
-from fairseq_define import compat
+import sys
 
-compat.apply()
+__version__ = "0.2.0"
 
-from fairseq_define import models  # noqa: E402,F401  (registers the models even when imported before --user-dir)
-
-__version__ = "0.1.0"
+if "fairseq" in sys.modules:  # loaded by fairseq (--user-dir) or after it: register the plugin
+    from fairseq_define import plugin  # noqa: F401

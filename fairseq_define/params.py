@@ -73,7 +73,7 @@ def build_model(argv, device="meta"):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.models import ARCH_MODEL_REGISTRY, FairseqLanguageModel
 
-    utils.import_user_module(argparse.Namespace(user_dir=PLUGIN_DIR))
+    import fairseq_define.plugin  # noqa: F401  (registers the DeFINE models)
     if known.arch not in ARCH_MODEL_REGISTRY:
         raise SystemExit(f"unknown --arch {known.arch}")
     is_lm = issubclass(ARCH_MODEL_REGISTRY[known.arch], FairseqLanguageModel)

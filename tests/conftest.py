@@ -10,7 +10,12 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 
 
 def data_dir(name):
+    """The real data set `name` under ../shared/data. Skipped where it is missing, except under CI=true, where a
+    missing data set fails the test: CI must not pass by skipping every real-data test."""
     path = os.path.join(SHARED_DATA, name)
     if not os.path.isdir(path):
-        pytest.skip(f"real data not found at {path} (set FAIRSEQ_DEFINE_DATA)")
+        message = f"real data not found at {path} (set FAIRSEQ_DEFINE_DATA)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + "; CI=true requires it")
+        pytest.skip(message)
     return path

@@ -4,15 +4,59 @@
 
 Forward + backward of a 1024 -> 1024 layer on `tokens` rows, for g in {1, 2, 4, 8, 16}. `ours` is GroupLinear's
 row-major entry (row-major in and out, the same contract as the reference); `ours_group_major` is its group-major
-entry as used inside the DeFINE unit (input already group-major, output left group-major).
+entry as used inside the DeFINE unit (input already group-major, output left group-major); `strided` is a custom
+autograd function whose batched matmuls write straight into strided views of the row-major output (kept here, not
+in the package: inside the unit the group-major stack is faster).
 useful FLOPs = 6 * tokens * in * out / g (forward, grad-input, grad-weight).
 """
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from fairseq_define.bench.timing import meta, print_table, time_interleaved, write_json
 from fairseq_define.modules.group_linear import GroupLinear, to_group_major
+
+
+class StridedRowMajorGLT(torch.autograd.Function):
+    """y [R, g*o] = GLT(x [R, g*i]) with weight [g, i, o] and bias [g, 1, o] (or None).
+
+    Each group's matmul reads x through a [g, R, i] strided view and writes into a [g, R, o] strided view of the
+    row-major output, and the backward does the same for the input gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        groups, in_width, out_width = weight.shape
+        rows = x.shape[0]
+        x_groups = x.view(rows, groups, in_width).transpose(0, 1)
+        y = x.new_empty(rows, groups, out_width)
+        if bias is None:
+            torch.bmm(x_groups, weight, out=y.transpose(0, 1))
+        else:
+            torch.baddbmm(bias, x_groups, weight, out=y.transpose(0, 1))
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return y.view(rows, groups * out_width)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        groups, in_width, out_width = weight.shape
+        rows = x.shape[0]
+        grad_groups = grad_y.reshape(rows, groups, out_width).transpose(0, 1)  # [g, R, o] view
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = x.new_empty(rows, groups, in_width)
+            torch.bmm(grad_groups, weight.transpose(1, 2), out=grad_x.transpose(0, 1))
+            grad_x = grad_x.view(rows, groups * in_width)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.bmm(x.view(rows, groups, in_width).permute(1, 2, 0), grad_groups)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_groups.sum(1, keepdim=True)
+        return grad_x, grad_weight, grad_bias
+
 
 
 def reference_glt(x, weight, bias, groups):
@@ -46,6 +90,7 @@ def run(args, device, dtype):
 
             candidates = {
                 "ours": lambda: glt(x).backward(grad),
+                "strided": lambda: StridedRowMajorGLT.apply(x, glt.weight, glt.bias).backward(grad),
                 "ours_group_major": lambda: glt.forward_group_major(x_gm).backward(grad_gm),
                 "reference": lambda: reference_glt(x, weight, bias, groups).backward(grad),
                 "dense": lambda: dense(x).backward(grad),
@@ -58,6 +103,7 @@ def run(args, device, dtype):
                 "groups": groups,
                 "ms_ours": ms["ours"],
                 "ms_ours_group_major": ms["ours_group_major"],
+                "ms_strided": ms["strided"],
                 "ms_reference": ms["reference"],
                 "ms_dense": ms["dense"],
                 "speedup_vs_reference": ms["reference"] / ms["ours"],
@@ -74,6 +120,7 @@ COLUMNS = [
     ("groups", "g", "{}"),
     ("ms_ours", "ours ms", "{:.2f}"),
     ("ms_ours_group_major", "ours(gm) ms", "{:.2f}"),
+    ("ms_strided", "strided ms", "{:.2f}"),
     ("ms_reference", "reference ms", "{:.2f}"),
     ("ms_dense", "dense ms", "{:.2f}"),
     ("speedup_vs_reference", "speedup", "{:.2f}"),

@@ -2,8 +2,8 @@
 
 The standard recipes' flags work unchanged: with `--share-all-embeddings` the encoder and decoder share one
 DefineEmbedding (its Map table and its unit; `--define-separate-units` gives each side its own unit over the one
-shared Map), and the decoder scores in the Map's n-dim space (decoder output m -> n, tied to the Map table), as
-it also does with `--share-decoder-input-output-embed`.
+shared Map), and the decoder scores in the Map's space (decoder output m -> d, then d -> n through the transposed Map
+projection when d != n, against the Map table), as it also does with `--share-decoder-input-output-embed`.
 """
 
 from dataclasses import dataclass, field
@@ -20,7 +20,13 @@ from fairseq.models.transformer.transformer_legacy import (
 )
 from fairseq.utils import safe_getattr
 
-from fairseq_define.models.define_config import DefineEmbeddingConfig, build_define_embedding, set_define_defaults
+from fairseq_define.models.define_options import (
+    DefineEmbeddingConfig,
+    build_define_embedding,
+    set_define_defaults,
+    unit_input_dim,
+)
+from fairseq_define.modules.define_embedding import TiedMapOutput
 
 
 @dataclass
@@ -49,16 +55,31 @@ class DefineTransformerModel(TransformerModel):
     def build_decoder(cls, args, tgt_dict, embed_tokens):
         if safe_getattr(args, "share_all_embeddings", False) and safe_getattr(args, "define_separate_units", False):
             # the one Map table, and a unit of the decoder's own
-            embed_tokens = build_define_embedding(args, tgt_dict, args.decoder_embed_dim, shared_map=embed_tokens.map)
-        return super().build_decoder(args, tgt_dict, embed_tokens)
+            embed_tokens = build_define_embedding(args, tgt_dict, args.decoder_embed_dim, shared_map=embed_tokens)
+        tied = safe_getattr(args, "share_all_embeddings", False) or safe_getattr(args, "share_decoder_input_output_embed", False)
+        if tied and args.decoder_output_dim != unit_input_dim(args):
+            raise ValueError(
+                f"--decoder-output-dim={args.decoder_output_dim} contradicts the output tied to the Map, which "
+                f"scores d={unit_input_dim(args)}-dim states (--define-input-dim / --define-map-dim); drop --decoder-output-dim"
+            )
+        if safe_getattr(args, "decoder_input_dim", args.decoder_embed_dim) != args.decoder_embed_dim:
+            raise ValueError(
+                f"--decoder-input-dim={args.decoder_input_dim} has no place in a DeFINE model: its input is "
+                f"--decoder-embed-dim={args.decoder_embed_dim} wide; set the Map with --define-map-dim and the "
+                f"unit's input with --define-input-dim"
+            )
+        decoder = super().build_decoder(args, tgt_dict, embed_tokens)
+        if tied and embed_tokens.map_proj is not None:
+            decoder.output_projection = TiedMapOutput(embed_tokens)
+        return decoder
 
 
 def define_translation_defaults(args):
-    """define_* defaults, and a decoder output in the Map's n-dim space when the output is tied to the Map."""
+    """define_* defaults, and a decoder output in the Map's d-dim space when the output is tied to the Map."""
     set_define_defaults(args)
     args.define_separate_units = safe_getattr(args, "define_separate_units", False)
     if safe_getattr(args, "share_all_embeddings", False) or safe_getattr(args, "share_decoder_input_output_embed", False):
-        args.decoder_output_dim = safe_getattr(args, "decoder_output_dim", args.define_map_dim)
+        args.decoder_output_dim = safe_getattr(args, "decoder_output_dim", unit_input_dim(args))
 
 
 @register_model_architecture("define_transformer", "define_transformer")

@@ -1,9 +1,13 @@
 """DeFINE Transformer language model: fairseq's TransformerLanguageModel with a DefineEmbedding as its input.
 
-Output side (spec §4): the decoder's m-dim state is projected m -> n and scored in the n-dim space of the Map:
-against the Map table with `--share-decoder-input-output-embed`, or by an adaptive softmax tied to the
-adaptive-input Map with `--adaptive-input --tie-adaptive-weights` (add `--tie-adaptive-proj` to tie the tail
-projections too). `--adaptive-input` makes the Map fairseq's AdaptiveInput with output dim n.
+Input (spec §1.1, Table 2): the Map (a V x n table, or fairseq's AdaptiveInput with `--adaptive-input`, band 0 n
+wide) projected to d = `--define-input-dim` (default n), then the unit d -> ... -> k -> m (or, with
+`--define-transform none`, d -> m only if d != m: fairseq's own adaptive-input model, the control).
+
+Output side (spec §4), tied to the Map: the decoder's m-dim state is projected m -> d and scored in the Map's
+space: by an adaptive softmax tied to the adaptive Map (`--adaptive-input --tie-adaptive-weights`, with
+`--tie-adaptive-proj` for the band projections), or against the Map table with `--share-decoder-input-output-embed`
+(after d -> n, the transpose of the Map's projection, when d != n).
 """
 
 import logging
@@ -22,7 +26,13 @@ from fairseq.models.transformer_lm import (
 )
 from fairseq.utils import safe_getattr
 
-from fairseq_define.models.define_config import DefineEmbeddingConfig, build_define_embedding, set_define_defaults
+from fairseq_define.models.define_options import (
+    DefineEmbeddingConfig,
+    build_define_embedding,
+    set_define_defaults,
+    unit_input_dim,
+)
+from fairseq_define.modules.define_embedding import TiedMapOutput
 
 logger = logging.getLogger(__name__)
 
@@ -65,21 +75,41 @@ class DefineTransformerLanguageModel(TransformerLanguageModel):
             raise ValueError(
                 "--share-decoder-input-output-embed needs a lookup Map; with --adaptive-input use --tie-adaptive-weights"
             )
+        if args.decoder_input_dim != args.decoder_embed_dim:
+            raise ValueError(
+                f"--decoder-input-dim={args.decoder_input_dim} has no place in a DeFINE model: its input is "
+                f"--decoder-embed-dim={args.decoder_embed_dim} wide; set the Map with --define-map-dim and the "
+                f"unit's input with --define-input-dim"
+            )
+        d = unit_input_dim(args)
+        tied = args.tie_adaptive_weights or args.share_decoder_input_output_embed
+        if tied and args.decoder_output_dim != d:
+            raise ValueError(
+                f"--decoder-output-dim={args.decoder_output_dim} contradicts the output tied to the Map, which "
+                f"scores d={d}-dim states (--define-input-dim / --define-map-dim); drop --decoder-output-dim"
+            )
         embed_tokens = build_define_embedding(
             args, task.source_dictionary, args.decoder_embed_dim, adaptive_cutoff, args.adaptive_input_factor
         )
-        tied = args.tie_adaptive_weights or args.share_decoder_input_output_embed
-        if tied:  # score in the Map's n-dim space
-            args.decoder_output_dim = args.define_map_dim
         decoder = TransformerDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True)
-        if args.tie_adaptive_weights and decoder.project_out_dim is None and args.decoder_embed_dim != args.define_map_dim:
-            # fairseq builds no m -> n projection when adaptive weights are tied (it assumes m == n)
-            decoder.project_out_dim = Linear(args.decoder_embed_dim, args.define_map_dim, bias=False)
+        if args.tie_adaptive_weights and decoder.project_out_dim is None and args.decoder_embed_dim != d:
+            # fairseq builds no m -> d projection when adaptive weights are tied (it assumes m == d)
+            decoder.project_out_dim = Linear(args.decoder_embed_dim, d, bias=False)
+        if args.share_decoder_input_output_embed and embed_tokens.map_proj is not None:
+            decoder.output_projection = TiedMapOutput(embed_tokens)
         return cls(decoder)
 
 
-def define_base_lm_architecture(args):
+def define_lm_defaults(args):
+    """define_* defaults, and a decoder output in the Map's d-dim space when the output is tied to the Map.
+    Call before the stock architecture function, which would set decoder_output_dim = decoder_embed_dim."""
     set_define_defaults(args)
+    if safe_getattr(args, "tie_adaptive_weights", False) or safe_getattr(args, "share_decoder_input_output_embed", False):
+        args.decoder_output_dim = safe_getattr(args, "decoder_output_dim", unit_input_dim(args))
+
+
+def define_base_lm_architecture(args):
+    define_lm_defaults(args)
     base_lm_architecture(args)
 
 
@@ -96,7 +126,9 @@ def define_transformer_lm_wiki103(args):
     args.define_map_dim = safe_getattr(args, "define_map_dim", 128)
     args.define_expand_dim = safe_getattr(args, "define_expand_dim", 4096)
     args.define_depth = safe_getattr(args, "define_depth", 3)
-    set_define_defaults(args)
+    args.adaptive_input = safe_getattr(args, "adaptive_input", True)  # as transformer_lm_baevski_wiki103 sets
+    args.tie_adaptive_weights = safe_getattr(args, "tie_adaptive_weights", True)
+    define_lm_defaults(args)
     transformer_lm_baevski_wiki103(args)
 
 
@@ -109,5 +141,5 @@ def define_transformer_lm_gpt2_tiny(args):
     args.define_depth = safe_getattr(args, "define_depth", 2)
     if not safe_getattr(args, "adaptive_input", False):
         args.share_decoder_input_output_embed = safe_getattr(args, "share_decoder_input_output_embed", True)
-    set_define_defaults(args)
+    define_lm_defaults(args)
     transformer_lm_gpt2_tiny(args)

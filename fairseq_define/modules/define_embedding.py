@@ -1,136 +1,103 @@
-"""DefineEmbedding: a drop-in fairseq token embedding, Map -> DeFINE unit -> [B, T, m].
+"""DefineEmbedding: a drop-in token embedding, Map -> (n -> d) -> DeFINE unit -> [B, T, m]. Pure torch.
 
-Map: a lookup table Embedding(V, n) (init N(0, n^-0.5), padding row 0) or fairseq's AdaptiveInput with output
-dim n (`adaptive_cutoff`). Unit: see `define_unit.py`.
+Map (spec §1.1): a lookup table Embedding(V, n) (init N(0, n^-0.5), padding row 0), followed by a bias-free n -> d
+projection when d != n; or fairseq's AdaptiveInput with band 0 of width n and every band projected to d (fairseq is
+imported only for this Map). Unit: `define_unit.py`; with `transform="none"` there is no unit, and the Map's d-dim
+output goes to the model through a bias-free d -> m projection when d != m: the control of every comparison, which
+counts and computes exactly like fairseq's adaptive-input model of the same sizes.
 
 Beyond the paper, two ways to skip work that the token-wise unit makes redundant:
-- **dedupe** (training; on by default): the unit runs once per *unique* id of the batch, then a gather spreads the
-  rows. Outputs and gradients are identical to the per-position computation. With dropout inside the unit, every
-  occurrence of a token in a batch then shares one dropout mask (per-position masks need `dedupe=False`).
-- **cache** (inference, paper §3.4; on by default): in eval mode with autograd off, the V x m table of all unit
-  outputs is built lazily (in chunks of `cache_chunk` ids) and looked up. It is rebuilt whenever a parameter may
-  have changed: `train()`, or any change of a parameter's storage, version counter (in-place updates such as
-  optimizer steps and `load_state_dict`), dtype or device.
+- **dedupe** (training and validation; on by default): the unit runs once per *unique* id of the batch, then a
+  gather spreads the rows. Outputs and gradients equal the per-position computation. With dropout inside the unit,
+  every occurrence of a token in a batch shares one dropout mask (per-position masks need `dedupe=False`).
+- **inference table** (paper §3.4; on by default): `prepare_for_inference()` — which fairseq calls through
+  `make_generation_fast_` in generate, interactive, eval-lm and the hub — arms a V x m table of all unit outputs,
+  built at the first forward in eval mode without autograd and then looked up. Lifecycle: the table is dropped by
+  `train(True)`, `load_state_dict`, device/dtype moves (`.to`, `.cuda`, `.half`, ...), and rebuilt under another
+  autocast dtype. Plain `eval()` (fairseq's validation calls it on every batch) never builds it: that path dedupes.
+  Once prepared, the parameters are taken as frozen (fairseq forbids training a model after make_generation_fast_);
+  a caller that changes them in place without `train()` or `load_state_dict` must call `prepare_for_inference()`
+  again.
 
 Output scale: fairseq multiplies token embeddings by sqrt(m) (unless `--no-scale-embedding`), which assumes
-embeddings initialised like its nn.Embedding, N(0, m^-0.5). At init, Reduce is rescaled so that the unit's
-output has std m^-0.5 over the vocabulary; after fairseq's scaling the embedding then has unit std at init,
-whatever the norm/activation/transform. Padding positions are exact zeros.
+embeddings like its nn.Embedding, std m^-0.5. At init the unit's output std over a sample of the vocabulary is
+measured and brought to m^-0.5: by a fixed factor after Reduce (`output_scale="factor"`, Reduce keeps its Xavier
+init, so an optimizer step moves its weights by a normal fraction) or by scaling Reduce's initial weights
+(`"weights"`). Padding positions are exact zeros.
 """
 
-from typing import List, Optional, Sequence
+from dataclasses import replace
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fairseq_define.modules.define_config import DefineConfig
 from fairseq_define.modules.define_unit import DefineUnit
+
+VERSION = 2  # state-dict layout; 1 (no `version`, no `unit.output_scale`) is upgraded on load
 
 
 class DefineEmbedding(nn.Module):
-    """tokens [B, T] (int64) -> [B, T, embedding_dim].
+    """tokens [*] (int64 ids in [0, V)) -> [*, embedding_dim].
 
     Args:
         num_embeddings: vocabulary size V.
         padding_idx: id whose output is exactly zero.
-        map_dim: n, width of the Map.
-        expand_dim: k, width of the last HGT layer.
-        depth: N, number of HGT layers.
-        max_groups: g_max, groups of the first HGT layer (a power of two).
-        embedding_dim: m, output width (the model width).
-        norm, activation, dropout: between HGT layers (`none`, `none`, 0 = paper-literal linear unit).
-        reduce_skip: feed [h ; e] to Reduce.
-        transform: `define`, `define-nomix`, `hgt`, `glt` or `linear` (ablations, spec §1).
-        adaptive_cutoff: if given, the Map is fairseq's AdaptiveInput with these cutoffs (e.g. [20000, 60000]).
-        adaptive_factor: AdaptiveInput's band-width divisor.
-        dedupe: compute the unit on the batch's unique ids in training.
-        cache: look up a V x m table in eval mode without autograd.
-        cache_chunk: ids per chunk when building the cache table (bounds its peak memory).
-        shared_map: use this Map module (another DefineEmbedding's `.map`, e.g. the encoder's) instead of building
-            one; the unit stays this embedding's own.
+        embedding_dim: m, the output width (the model width).
+        config: the DeFINE options (`DefineConfig`); keyword `options` override its fields, e.g.
+            `DefineEmbedding(V, 1, 512, map_dim=128, expand_dim=1024)`.
+        shared_map: another DefineEmbedding whose Map (table and n -> d projection) this one uses, e.g. the
+            encoder's in translation with shared embeddings; the unit stays this embedding's own.
     """
 
-    def __init__(
-        self,
-        num_embeddings: int,
-        padding_idx: Optional[int],
-        map_dim: int = 128,
-        expand_dim: int = 1024,
-        depth: int = 3,
-        max_groups: int = 4,
-        embedding_dim: int = 512,
-        norm: str = "ln",
-        activation: str = "gelu",
-        dropout: float = 0.0,
-        reduce_skip: bool = False,
-        transform: str = "define",
-        adaptive_cutoff: Optional[Sequence[int]] = None,
-        adaptive_factor: float = 4.0,
-        dedupe: bool = True,
-        cache: bool = True,
-        cache_chunk: int = 16384,
-        shared_map: Optional[nn.Module] = None,
-    ):
+    def __init__(self, num_embeddings: int, padding_idx: Optional[int], embedding_dim: int,
+                 config: Optional[DefineConfig] = None, shared_map: Optional["DefineEmbedding"] = None, **options):
         super().__init__()
+        cfg = replace(config or DefineConfig(), **options)
         if not isinstance(num_embeddings, int) or num_embeddings < 1:
             raise ValueError(f"num_embeddings={num_embeddings!r} must be a positive integer")
         if padding_idx is not None and not 0 <= padding_idx < num_embeddings:
             raise ValueError(f"padding_idx={padding_idx} must be in [0, num_embeddings={num_embeddings})")
-        if cache_chunk < 1:
-            raise ValueError(f"cache_chunk={cache_chunk} must be positive")
-        self.num_embeddings = num_embeddings
-        self.padding_idx = padding_idx
-        self.embedding_dim = embedding_dim
-        self.map_dim = map_dim
-        self.dedupe = dedupe
-        self.cache = cache
-        self.cache_chunk = cache_chunk
+        if not isinstance(embedding_dim, int) or embedding_dim < 1:
+            raise ValueError(f"embedding_dim={embedding_dim!r} must be a positive integer")
+        self.config = cfg
+        self.num_embeddings, self.padding_idx, self.embedding_dim = num_embeddings, padding_idx, embedding_dim
+        self.map_dim, self.input_dim = cfg.map_dim, cfg.unit_input_dim
         if shared_map is None:
-            shared_map = self._build_map(num_embeddings, padding_idx, map_dim, adaptive_cutoff, adaptive_factor)
-        elif getattr(shared_map, "embedding_dim", None) != map_dim:
-            raise ValueError(f"shared_map has dimension {getattr(shared_map, 'embedding_dim', None)}, expected map_dim={map_dim}")
-        self.map = shared_map
-        self.unit = DefineUnit(
-            map_dim, expand_dim, depth, max_groups, embedding_dim,
-            norm=norm, activation=activation, dropout=dropout, reduce_skip=reduce_skip, transform=transform,
-        )
-        self._cache_table: Optional[torch.Tensor] = None
-        self._cache_key = None
-        self._calibrate_output_scale()
-
-    @staticmethod
-    def _build_map(num_embeddings, padding_idx, map_dim, adaptive_cutoff, adaptive_factor) -> nn.Module:
-        if adaptive_cutoff is None:
-            table = nn.Embedding(num_embeddings, map_dim, padding_idx=padding_idx)
-            nn.init.normal_(table.weight, mean=0.0, std=map_dim ** -0.5)
-            if padding_idx is not None:
-                nn.init.zeros_(table.weight[padding_idx])
-            return table
-        cutoff = [int(c) for c in adaptive_cutoff]
-        if not cutoff or any(b <= a for a, b in zip(cutoff, cutoff[1:])) or cutoff[0] < 1 or cutoff[-1] > num_embeddings:
-            raise ValueError(
-                f"adaptive_cutoff={cutoff} must be strictly increasing positive ids, each <= num_embeddings={num_embeddings}"
-            )
-        if cutoff[-1] < num_embeddings:
-            cutoff.append(num_embeddings)
-        for band in range(1, len(cutoff)):
-            if int(map_dim // adaptive_factor ** band) < 1:
-                raise ValueError(
-                    f"adaptive_factor={adaptive_factor} leaves band {band} of map_dim={map_dim} with no dimensions; "
-                    f"use a smaller factor or fewer cutoffs"
-                )
-        from fairseq.modules import AdaptiveInput
-
-        return AdaptiveInput(num_embeddings, padding_idx, map_dim, adaptive_factor, map_dim, cutoff, q_noise=0, qn_block_size=8)
+            self.map = build_map(num_embeddings, padding_idx, cfg)
+            self.map_proj = (nn.Linear(cfg.map_dim, self.input_dim, bias=False)
+                             if self.input_dim != cfg.map_dim and cfg.adaptive_cutoff is None else None)
+        else:
+            if (shared_map.map_dim, shared_map.input_dim) != (cfg.map_dim, self.input_dim):
+                raise ValueError(f"shared_map has widths n={shared_map.map_dim}, d={shared_map.input_dim}; this "
+                                 f"embedding needs n={cfg.map_dim}, d={self.input_dim}")
+            self.map, self.map_proj = shared_map.map, shared_map.map_proj
+        self.map_dropout = nn.Dropout(cfg.map_dropout)
+        self.unit = DefineUnit(cfg, embedding_dim) if cfg.has_unit else None
+        self.out_proj = (nn.Linear(self.input_dim, embedding_dim, bias=False)
+                         if self.unit is None and self.input_dim != embedding_dim else None)
+        self.register_buffer("version", torch.tensor(VERSION))
+        self._table: Optional[torch.Tensor] = None
+        self._table_key = None
+        self._inference = False
+        if self.unit is not None:
+            self._calibrate_output_scale()
 
     # fairseq integration ------------------------------------------------------------------------------------
 
     @property
-    def weight(self) -> torch.Tensor:
-        """The Map table [V, n], shared with the output layer by `--share-*-embed(dings)`."""
-        if self.is_adaptive:
-            raise AttributeError("DefineEmbedding.weight: the Map is adaptive; tie it with weights_for_band(i)")
-        return self.map.weight
+    def is_adaptive(self) -> bool:
+        return not isinstance(self.map, nn.Embedding)
+
+    def __getattr__(self, name: str):
+        if name == "weight":  # the Map table [V, n], for `--share-*-embed(dings)`; not a property, so that the
+            if self.is_adaptive:  # message survives nn.Module.__getattr__
+                raise AttributeError("DefineEmbedding.weight: the Map is adaptive (--adaptive-input) and has no "
+                                     "single table; tie an adaptive softmax to it with weights_for_band(i)")
+            return self.map.weight
+        return super().__getattr__(name)
 
     def weights_for_band(self, band: int):
         """(embedding weight, projection or None) of AdaptiveInput band `band`, for a tied AdaptiveSoftmax."""
@@ -138,118 +105,200 @@ class DefineEmbedding(nn.Module):
             raise AttributeError("DefineEmbedding.weights_for_band: the Map is a lookup table, not adaptive")
         return self.map.weights_for_band(band)
 
-    @property
-    def is_adaptive(self) -> bool:
-        return not isinstance(self.map, nn.Embedding)
+    def make_generation_fast_(self, **kwargs):
+        """Called by fairseq's `prepare_for_inference_` (generate, interactive, eval-lm, hub)."""
+        self.prepare_for_inference()
 
     # forward ------------------------------------------------------------------------------------------------
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Unit outputs of a 1-D tensor of ids [U] -> [U, m], padding rows exactly zero."""
+        """ids [*] -> [*, m], computed position by position (no table), padding rows exactly zero."""
         e = self.map(ids)
-        out = self.unit(e.reshape(-1, self.map_dim))
+        if self.map_proj is not None:
+            e = self.map_proj(e)
+        e = self.map_dropout(e)
+        if self.unit is None:
+            return e if self.out_proj is None else self.out_proj(e)
+        out = self.unit(e.reshape(-1, self.input_dim)).view(*ids.shape, self.embedding_dim)
         if self.padding_idx is not None:
-            out = out.masked_fill(ids.reshape(-1, 1) == self.padding_idx, 0.0)
+            out = out.masked_fill((ids == self.padding_idx).unsqueeze(-1), 0.0)
         return out
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [*] (integer ids in [0, V)) -> [*, m]."""
-        if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.is_complex() \
+                or tokens.dtype == torch.bool:
             kind = tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"DefineEmbedding: tokens must be an integer tensor of ids, got {kind}")
         if tokens.numel() == 0:
-            return self.unit.reduce.weight.new_zeros(*tokens.shape, self.embedding_dim)
-        if self.cache and not self.training and not torch.is_grad_enabled():
-            self._check_ids(*torch.aminmax(tokens))
-            return F.embedding(tokens, self.cache_table())
-        if self.dedupe:
-            ids, inverse = torch.unique(tokens, sorted=True, return_inverse=True)
-            self._check_ids(ids[0], ids[-1])
-            return F.embedding(inverse, self.embed_ids(ids))
-        self._check_ids(*torch.aminmax(tokens))
-        return self.embed_ids(tokens.reshape(-1)).view(*tokens.shape, self.embedding_dim)
+            return self.embed_ids(tokens)
+        self._check_ids(tokens)
+        if self._uses_table():
+            return F.embedding(tokens, self.inference_table())
+        if self.unit is None or not self.config.dedupe:
+            return self.embed_ids(tokens)
+        ids, inverse = torch.unique(tokens, return_inverse=True)
+        return F.embedding(inverse, self.embed_ids(ids))
 
-    def _check_ids(self, lowest: torch.Tensor, highest: torch.Tensor):
-        low, high = int(lowest), int(highest)
-        if low < 0 or high >= self.num_embeddings:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"DefineEmbedding: token id {bad} is outside the vocabulary [0, {self.num_embeddings}); "
-                f"the data and the dictionary the model was built with disagree"
-            )
+    def _check_ids(self, tokens: torch.Tensor):
+        """A clear error for ids outside [0, V), without a host-device synchronisation on accelerators."""
+        if tokens.device.type == "cpu":
+            low, high = (int(x) for x in torch.aminmax(tokens))
+            if low < 0 or high >= self.num_embeddings:
+                raise ValueError(f"DefineEmbedding: token id {low if low < 0 else high} is outside the vocabulary "
+                                 f"[0, {self.num_embeddings}); the data and the model's dictionary disagree")
+        else:
+            torch._assert_async(((tokens >= 0) & (tokens < self.num_embeddings)).all(),
+                                f"DefineEmbedding: a token id is outside the vocabulary [0, {self.num_embeddings})")
 
-    # inference cache ----------------------------------------------------------------------------------------
+    # inference table ----------------------------------------------------------------------------------------
 
-    def _parameter_key(self):
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+    def prepare_for_inference(self):
+        """Arm the V x m inference table (built at the next forward in eval mode without autograd)."""
+        self._inference = self.unit is not None and self.config.cache
+        self._drop_table()
 
-    def cache_table(self) -> torch.Tensor:
-        """The V x m table of unit outputs, (re)built if any parameter may have changed since it was built."""
-        key = self._parameter_key()
-        if self._cache_table is None or key != self._cache_key:
-            self._cache_table = None  # free the stale table before building the new one
+    def _uses_table(self) -> bool:
+        return self._inference and not self.training and not torch.is_grad_enabled()
+
+    def _table_context(self):
+        weight = self.unit.reduce.weight
+        autocast = torch.get_autocast_dtype(weight.device.type) if torch.is_autocast_enabled(weight.device.type) else None
+        return weight.device, weight.dtype, autocast
+
+    def inference_table(self) -> torch.Tensor:
+        """The V x m table of unit outputs, built in chunks of `cache_chunk` ids (bounded peak memory)."""
+        key = self._table_context()
+        if self._table is None or self._table_key != key:
+            self._drop_table()
+            device, chunk = key[0], self.config.cache_chunk
             with torch.no_grad():
-                device = next(self.parameters()).device
-                chunks = [
-                    self.embed_ids(torch.arange(start, min(start + self.cache_chunk, self.num_embeddings), device=device))
-                    for start in range(0, self.num_embeddings, self.cache_chunk)
-                ]
-                self._cache_table = torch.cat(chunks)
-            self._cache_key = key
-        return self._cache_table
+                self._table = torch.cat([
+                    self.embed_ids(torch.arange(start, min(start + chunk, self.num_embeddings), device=device))
+                    for start in range(0, self.num_embeddings, chunk)
+                ])
+            self._table_key = key
+        return self._table
 
-    def invalidate_cache(self):
-        self._cache_table, self._cache_key = None, None
+    def _drop_table(self):
+        self._table, self._table_key = None, None
 
     @property
     def cache_nbytes(self) -> int:
-        """Bytes held by the inference cache (0 when not built)."""
-        table = self._cache_table
-        return 0 if table is None else table.numel() * table.element_size()
+        """Bytes held by the inference table (0 when not built)."""
+        return 0 if self._table is None else self._table.numel() * self._table.element_size()
 
     def train(self, mode: bool = True):
-        self.invalidate_cache()
+        if mode:
+            self._inference = False
+            self._drop_table()
         return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(), ...
+        self._drop_table()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._drop_table()
+        if prefix + "version" not in state_dict:  # layout 1: the output scale was folded into Reduce's weights
+            state_dict[prefix + "version"] = torch.tensor(VERSION)
+            if self.unit is not None:
+                state_dict.setdefault(prefix + "unit.output_scale", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # init -----------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def _calibrate_output_scale(self, sample: int = 4096):
-        """Rescale Reduce so that the unit's output std over (a sample of) the vocabulary is m^-0.5."""
-        if self.unit.reduce.weight.is_meta:  # built on the meta device (e.g. for counting): nothing to scale
+        """Bring the unit's output std over (a sample of) the vocabulary to m^-0.5 (see the module docstring)."""
+        reduce = self.unit.reduce
+        if reduce.weight.is_meta:  # built on the meta device (e.g. for counting): nothing to measure
             return
         was_training = self.training
-        self.unit.eval()
-        ids = torch.randperm(self.num_embeddings, device=self.unit.reduce.weight.device)[:sample]
+        self.eval()
+        ids = torch.randperm(self.num_embeddings, device=reduce.weight.device)[:sample]
         if self.padding_idx is not None:
             ids = ids[ids != self.padding_idx]
-        if ids.numel() > 0:
-            std = self.unit(self.map(ids)).std()
-            if std > 0:
-                self.unit.reduce.weight.mul_(self.embedding_dim ** -0.5 / std)
-        self.unit.train(was_training)
-        self.invalidate_cache()
+        std = self.embed_ids(ids).std() if ids.numel() > 1 else torch.zeros(())
+        if std > 0:
+            if self.config.output_scale == "factor":
+                self.unit.output_scale.fill_(self.embedding_dim ** -0.5 / std)
+            else:
+                reduce.weight.mul_(self.embedding_dim ** -0.5 / std)
+        self.train(was_training)
 
     # accounting -----------------------------------------------------------------------------------------------
 
     def accounting(self) -> List[dict]:
-        """Parameters and multiply-accumulates per token of each part: map, hgt.1 .. hgt.N, reduce.
+        """Parameters and multiply-accumulates per token of each part, read off the built modules.
 
-        Each row: {"part", "weights", "biases", "norm", "params", "macs_per_token"}. MACs count the uncached unit
-        (with the inference cache, the unit costs 0 MACs per token). For an adaptive Map, the MACs are those of
-        band 0's projection (the most frequent tokens; rarer bands cost less).
+        Rows {"part", "group", "weights", "biases", "norm", "params", "macs_per_token"}, group "map" (the Map:
+        table(s), n -> d projection(s), a none-transform's d -> m projection) or "define" (hgt.1 .. hgt.N, reduce).
+        MACs count the uncached unit (0 per token with the inference table). For an adaptive Map they are band 0's
+        projection (the most frequent tokens; rarer bands cost less).
         """
+        def row(part, group, modules, macs=None):
+            weights = sum(m.weight.numel() for m in modules if m is not None)
+            biases = sum(m.bias.numel() for m in modules if m is not None and getattr(m, "bias", None) is not None)
+            return {"part": part, "group": group, "weights": weights, "biases": biases, "norm": 0,
+                    "macs_per_token": weights if macs is None else macs}
+
         if self.is_adaptive:
-            tables = sum(band[0].weight.numel() for band in self.map.embeddings)
-            projections = sum(band[1].weight.numel() for band in self.map.embeddings)
-            map_row = {"part": "map", "weights": tables + projections, "biases": 0, "norm": 0,
-                       "macs_per_token": self.map.embeddings[0][1].weight.numel()}
+            tables = [band[0] for band in self.map.embeddings]
+            projections = [band[1] for band in self.map.embeddings]
+            rows = [row("map", "map", tables + projections, macs=projections[0].weight.numel())]
         else:
-            map_row = {"part": "map", "weights": self.map.weight.numel(), "biases": 0, "norm": 0, "macs_per_token": 0}
-        rows = [map_row]
-        for name, weights, biases, norm in self.unit.part_counts():
-            rows.append({"part": name, "weights": weights, "biases": biases, "norm": norm, "macs_per_token": weights})
-        for row in rows:
-            row["params"] = row["weights"] + row["biases"] + row["norm"]
-        assert sum(r["params"] for r in rows) == sum(p.numel() for p in self.parameters()), "accounting out of date"
+            rows = [row("map", "map", [self.map], macs=0)]
+            if self.map_proj is not None:
+                rows.append(row("map_proj", "map", [self.map_proj]))
+        if self.unit is None:
+            if self.out_proj is not None:
+                rows.append(row("out_proj", "map", [self.out_proj]))
+        else:
+            for i, (glt, norm) in enumerate(zip(self.unit.layers, self.unit.norms)):
+                rows.append(row(f"hgt.{i + 1}", "define", [glt]))
+                rows[-1]["norm"] = sum(p.numel() for p in norm.parameters())
+            rows.append(row("reduce", "define", [self.unit.reduce]))
+        for r in rows:
+            r["params"] = r["weights"] + r["biases"] + r["norm"]
         return rows
+
+
+def build_map(num_embeddings: int, padding_idx: Optional[int], cfg: DefineConfig) -> nn.Module:
+    """The Map: nn.Embedding(V, n), or fairseq's AdaptiveInput (band 0 n wide, every band projected to d)."""
+    if cfg.adaptive_cutoff is None:
+        table = nn.Embedding(num_embeddings, cfg.map_dim, padding_idx=padding_idx)
+        nn.init.normal_(table.weight, mean=0.0, std=cfg.map_dim ** -0.5)
+        if padding_idx is not None:
+            nn.init.zeros_(table.weight[padding_idx])
+        return table
+    cutoff = list(cfg.adaptive_cutoff)
+    if cutoff[0] < 1 or any(b <= a for a, b in zip(cutoff, cutoff[1:])) or cutoff[-1] > num_embeddings:
+        raise cfg.error("adaptive_cutoff", f"must be strictly increasing positive ids, each <= the vocabulary "
+                                           f"size {num_embeddings}")
+    if cutoff[-1] < num_embeddings:
+        cutoff.append(num_embeddings)
+    for band in range(1, len(cutoff)):
+        if int(cfg.map_dim // cfg.adaptive_factor ** band) < 1:
+            raise cfg.error("adaptive_factor", f"leaves band {band} of {cfg.flag('map_dim')}={cfg.map_dim} with no "
+                                               f"dimensions; use a smaller factor or fewer cutoffs")
+    from fairseq.modules.adaptive_input import AdaptiveInput
+
+    return AdaptiveInput(num_embeddings, padding_idx, cfg.map_dim, cfg.adaptive_factor, cfg.unit_input_dim, cutoff,
+                         q_noise=0, qn_block_size=8)
+
+
+class TiedMapOutput(nn.Module):
+    """The output layer tied to a lookup Map with an n -> d projection: x [*, d] -> logits [*, V], scoring x against
+    the Map table after d -> n (the transpose of the Map's projection). Holds the Map's parameters, not copies."""
+
+    def __init__(self, embedding: DefineEmbedding):
+        super().__init__()
+        if embedding.is_adaptive or embedding.map_proj is None:
+            raise ValueError("TiedMapOutput needs a lookup Map with an n -> d projection (--define-input-dim != "
+                             "--define-map-dim); otherwise the output is the Map table itself")
+        self.weight = embedding.map.weight
+        self.proj_weight = embedding.map_proj.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.proj_weight.t()), self.weight)

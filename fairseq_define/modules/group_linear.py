@@ -4,19 +4,21 @@ The input's features are split into `groups` contiguous, equal chunks; chunk j g
 W_j (in/g -> out/g); the results are concatenated. The groups are the batch dimension of a single
 `torch.baddbmm` (bias fused), so the cost is one call whatever g is.
 
-Two layouts:
-- row-major ``[..., in] -> [..., out]`` (`forward`), the layout of the rest of the model. The batched matmuls
-  read the input through a strided view and write straight into the row-major output (`_RowMajorGroupLinear`),
-  so no transposed copy is made in either direction (1.4-1.6x the transposing layout of the authors' code);
-- group-major ``[g, R, in/g] -> [g, R, out/g]`` (`forward_group_major`), in which a stack of GLTs (the DeFINE
-  unit) runs with no transpose or copy between layers. `to_group_major` / `from_group_major` convert.
+Two entry points, one kernel (`torch.baddbmm` over group-major operands, so autocast, double backward and
+`torch.compile` work as for any built-in op):
+- group-major ``[g, R, in/g] -> [g, R, out/g]`` (`forward_group_major`): what the DeFINE unit runs. A stack of
+  GLTs stays group-major from its first layer to its last, so no transpose or copy is made between layers
+  (`to_group_major` / `from_group_major` convert at the two ends);
+- row-major ``[..., in] -> [..., out]`` (`forward`), for use as an ordinary layer: the same kernel between a
+  strided view of the input and one copy of the output back to row-major (none when g == 1).
+A row-major custom autograd function that writes straight into strided output views was measured too
+(`benchmarks/glt.py`); it was slower than the group-major stack inside the unit, so the package does not use it.
 """
 
 import math
 
 import torch
 import torch.nn as nn
-from torch.autograd.function import once_differentiable
 
 
 def to_group_major(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -41,46 +43,6 @@ def regroup(x: torch.Tensor, groups: int) -> torch.Tensor:
         return x
     ratio = g // groups
     return x.reshape(groups, ratio, rows, width).transpose(1, 2).reshape(groups, rows, ratio * width)
-
-
-class _RowMajorGroupLinear(torch.autograd.Function):
-    """y [R, g*o] = GLT(x [R, g*i]) with weight [g, i, o] and bias [g, 1, o] (or None).
-
-    Each group's matmul reads x through a [g, R, i] strided view and writes into a [g, R, o] strided view of the
-    row-major output, and the backward does the same for the input gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        groups, in_width, out_width = weight.shape
-        rows = x.shape[0]
-        x_groups = x.view(rows, groups, in_width).transpose(0, 1)
-        y = x.new_empty(rows, groups, out_width)
-        if bias is None:
-            torch.bmm(x_groups, weight, out=y.transpose(0, 1))
-        else:
-            torch.baddbmm(bias, x_groups, weight, out=y.transpose(0, 1))
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return y.view(rows, groups * out_width)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        groups, in_width, out_width = weight.shape
-        rows = x.shape[0]
-        grad_groups = grad_y.reshape(rows, groups, out_width).transpose(0, 1)  # [g, R, o] view
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = x.new_empty(rows, groups, in_width)
-            torch.bmm(grad_groups, weight.transpose(1, 2), out=grad_x.transpose(0, 1))
-            grad_x = grad_x.view(rows, groups * in_width)
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.bmm(x.view(rows, groups, in_width).permute(1, 2, 0), grad_groups)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_groups.sum(1, keepdim=True)
-        return grad_x, grad_weight, grad_bias
 
 
 class GroupLinear(nn.Module):
@@ -134,13 +96,8 @@ class GroupLinear(nn.Module):
         """Row-major: x [..., in_features] -> [..., out_features]."""
         self._check_input(x, self.in_features, "forward")
         leading = x.shape[:-1]
-        if self.groups == 1:
-            weight = self.weight[0]
-            x2d = x.reshape(-1, self.in_features)
-            y = torch.addmm(self.bias[0], x2d, weight) if self.bias is not None else x2d @ weight
-            return y.view(*leading, self.out_features)
-        y = _RowMajorGroupLinear.apply(x.reshape(-1, self.in_features), self.weight, self.bias)
-        return y.view(*leading, self.out_features)
+        y = self.forward_group_major(to_group_major(x.reshape(-1, self.in_features), self.groups))
+        return from_group_major(y).view(*leading, self.out_features)
 
     def forward_group_major(self, x: torch.Tensor) -> torch.Tensor:
         """Group-major: x [g, R, in/g] -> [g, R, out/g]."""

@@ -129,7 +129,7 @@ def test_two_rank_gloo_training(wikitext, tmp_path):
     [
         (["--define-map-dim", 100, "--define-max-groups", 8], "--define-map-dim=100 must be divisible by the 8 groups"),
         (["--define-max-groups", 6], "--define-max-groups=6 must be a power of two"),
-        (["--define-expand-dim", 16], "--define-expand-dim=16 must be >= --define-map-dim=32"),
+        (["--define-expand-dim", 16], "--define-expand-dim=16 must be >= the unit's input width 32 (--define-map-dim)"),
         (["--define-norm", "bn"], "argument --define-norm: invalid choice: 'bn'"),
     ],
 )
@@ -170,6 +170,17 @@ def test_lookup_map_output_is_scored_against_the_map_table():
     assert isinstance(model, DefineTransformerLanguageModel)
     assert decoder.output_projection.weight is decoder.embed_tokens.weight
     assert decoder.project_out_dim.weight.shape == (32, 64)  # m -> n
+
+
+@pytest.mark.parametrize("flags", [["--define-transform", "define"], ["--define-reduce-skip", "--define-dropout", 0.1],
+                                   ["--define-transform", "none"], ["--define-transform", "hgt", "--define-map-dropout", 0.1]],
+                         ids=["define", "reduce-skip-dropout", "none", "hgt-map-dropout"])
+def test_unit_options_train_on_real_data(wikitext, tmp_path, flags):
+    out = cli.run("train", wikitext, *TRAIN, *flags, "--max-update", 3, "--save-dir", tmp_path)
+    assert last_update(out.stdout + out.stderr) == 3
+    state = torch.load(tmp_path / "checkpoint_last.pt", map_location="cpu")["model"]
+    has_unit = "none" not in flags
+    assert ("decoder.embed_tokens.unit.reduce.weight" in state) == has_unit
 
 
 def test_bare_arch_goes_through_base_architecture():

@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
+from fairseq_define.modules.define_config import DefineConfig
 from fairseq_define.modules.define_embedding import DefineEmbedding
-from tests.conftest import requires_cuda
+from tests.conftest import REPO_ROOT, requires_cuda
 
 V, PAD = 50, 1
 
@@ -12,6 +15,10 @@ def small(**kwargs):
     args.update(kwargs)
     torch.manual_seed(0)
     return DefineEmbedding(**args)
+
+
+def set_option(emb, **options):
+    emb.config = replace(emb.config, **options)
 
 
 def tokens(batch=4, time=7, vocab=V):
@@ -26,7 +33,7 @@ def tokens(batch=4, time=7, vocab=V):
 def test_accounting_mt_config_spec_values(g_max, weights):
     emb = DefineEmbedding(1000, PAD, map_dim=128, expand_dim=1024, depth=3, max_groups=g_max, embedding_dim=512)
     rows = emb.accounting()
-    unit = [r for r in rows if r["part"] != "map"]
+    unit = [r for r in rows if r["group"] == "define"]
     assert sum(r["weights"] for r in unit) == weights
     assert sum(r["biases"] for r in unit) == 2_696
     assert [r["part"] for r in rows] == ["map", "hgt.1", "hgt.2", "hgt.3", "reduce"]
@@ -36,7 +43,7 @@ def test_accounting_mt_config_spec_values(g_max, weights):
 
 def test_accounting_ptb_config_spec_value():
     emb = DefineEmbedding(100, PAD, map_dim=128, expand_dim=1024, depth=7, max_groups=64, embedding_dim=400)
-    assert sum(r["weights"] for r in emb.accounting() if r["part"] != "map") == 2_079_744
+    assert sum(r["weights"] for r in emb.accounting() if r["group"] == "define") == 2_079_744
 
 
 def test_accounting_counts_layer_norms():
@@ -80,9 +87,8 @@ def run_grads(emb, t):
 def test_dedupe_outputs_and_gradients_equal_per_position(kwargs):
     emb = small(**kwargs).double()
     t = tokens()
-    emb.dedupe = True
     y1, g1 = run_grads(emb, t)
-    emb.dedupe = False
+    set_option(emb, dedupe=False)
     y2, g2 = run_grads(emb, t)
     torch.testing.assert_close(y1, y2)
     assert g1.keys() == g2.keys()
@@ -95,71 +101,10 @@ def test_dedupe_shares_dropout_mask_per_token():
     t = torch.tensor([[5, 5, 5, 7]])
     y = emb(t)
     assert torch.equal(y[0, 0], y[0, 1]) and torch.equal(y[0, 1], y[0, 2])
-    emb.dedupe = False
+    set_option(emb, dedupe=False)
     torch.manual_seed(0)
     y = emb(t)
     assert not torch.equal(y[0, 0], y[0, 1])
-
-
-def test_cache_equals_uncached_and_is_used_only_in_eval_without_grad():
-    emb = small()
-    t = tokens()
-    emb.eval()
-    with torch.no_grad():
-        emb.cache = False
-        expected = emb(t)
-        assert emb.cache_nbytes == 0
-        emb.cache = True
-        cached = emb(t)
-    assert emb.cache_nbytes == V * 24 * 4
-    torch.testing.assert_close(cached, expected, rtol=0, atol=1e-6)
-    # with grad enabled, the cache is bypassed so gradients flow
-    y = emb(t)
-    assert y.requires_grad
-
-
-def test_cache_built_in_bounded_chunks():
-    emb = small(cache_chunk=7)
-    emb.eval()
-    with torch.no_grad():
-        table = emb.cache_table()
-        expected = emb.embed_ids(torch.arange(V))
-    torch.testing.assert_close(table, expected)
-
-
-def test_cache_invalidated_by_optimizer_step_load_state_dict_and_train():
-    emb = small()
-    t = tokens()
-    emb.eval()
-    with torch.no_grad():
-        before = emb(t)
-    # an optimizer step changes parameters in place
-    emb.train()
-    opt = torch.optim.SGD(emb.parameters(), lr=0.5)
-    emb(t).pow(2).sum().backward()
-    emb.eval()
-    with torch.no_grad():
-        emb(t)  # builds a table
-    opt.step()
-    with torch.no_grad():
-        emb.cache = False
-        fresh = emb(t)
-        emb.cache = True
-        after_step = emb(t)
-    torch.testing.assert_close(after_step, fresh, rtol=0, atol=1e-6)
-    assert not torch.allclose(after_step, before)
-    # load_state_dict copies in place
-    other = small()
-    other.load_state_dict({k: v + 0.01 for k, v in emb.state_dict().items()})
-    emb.load_state_dict(other.state_dict())
-    with torch.no_grad():
-        loaded = emb(t)
-        emb.cache = False
-        expected = emb(t)
-    torch.testing.assert_close(loaded, expected, rtol=0, atol=1e-6)
-    emb.cache = True
-    emb.train()
-    assert emb.cache_nbytes == 0
 
 
 def test_state_dict_round_trip_strict_has_no_cache():
@@ -199,6 +144,8 @@ def test_fairseq_contract_attributes():
     assert emb0.shape == (10, 16)
     assert adaptive.weights_for_band(1)[0].shape == (20, 8)
     assert not hasattr(adaptive, "weight")
+    with pytest.raises(AttributeError, match="the Map is adaptive .*weights_for_band"):
+        adaptive.weight
 
 
 def test_adaptive_map_pads_zero_and_counts():
@@ -216,8 +163,9 @@ def test_out_of_range_ids_raise(bad, mode):
     emb = small()
     t = tokens()
     t[1, 1] = bad
-    emb.dedupe = mode == "dedupe"
+    set_option(emb, dedupe=mode == "dedupe")
     if mode == "cache":
+        emb.prepare_for_inference()
         emb.eval()
         ctx = torch.no_grad()
     else:
@@ -234,10 +182,11 @@ def test_non_integer_tokens_raise():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(map_dim=100, expand_dim=256, max_groups=8), "map_dim=100 must be divisible by the 8 groups of HGT layer 1"),
+        (dict(map_dim=100, expand_dim=256, max_groups=8),
+         "--define-map-dim=100 must be divisible by the 8 groups of HGT layer 1"),
         (dict(padding_idx=V), f"padding_idx={V} must be in"),
-        (dict(adaptive_cutoff=[30, 10]), "adaptive_cutoff=.* must be strictly increasing"),
-        (dict(adaptive_cutoff=[10, 30], adaptive_factor=32), "adaptive_factor=32"),
+        (dict(adaptive_cutoff=[30, 10]), "--adaptive-input-cutoff=30,10 must be strictly increasing"),
+        (dict(adaptive_cutoff=[10, 30], adaptive_factor=32), "--adaptive-input-factor=32 leaves band 1"),
         (dict(num_embeddings=0), "num_embeddings=0"),
     ],
 )
@@ -260,16 +209,242 @@ def test_cuda_matches_cpu_and_cache(dtype):
     y = emb(t.cuda())
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     torch.testing.assert_close(y.float().cpu(), expected, atol=tol, rtol=tol)
+    emb.prepare_for_inference()
     emb.eval()
     with torch.no_grad():
         torch.testing.assert_close(emb(t.cuda()).float().cpu(), expected, atol=tol, rtol=tol)
+    assert emb.cache_nbytes > 0
 
 
 def test_shared_map_is_used_and_checked():
     first = small()
     second = DefineEmbedding(V, PAD, map_dim=16, expand_dim=64, depth=3, max_groups=4, embedding_dim=24,
-                             shared_map=first.map)
+                             shared_map=first)
     assert second.map is first.map and second.unit is not first.unit
     assert second(tokens()).shape == (4, 7, 24)
-    with pytest.raises(ValueError, match="shared_map has dimension 16, expected map_dim=32"):
-        DefineEmbedding(V, PAD, map_dim=32, expand_dim=64, depth=3, max_groups=4, embedding_dim=24, shared_map=first.map)
+    with pytest.raises(ValueError, match="shared_map has widths n=16, d=16; this embedding needs n=32, d=32"):
+        DefineEmbedding(V, PAD, map_dim=32, expand_dim=64, depth=3, max_groups=4, embedding_dim=24, shared_map=first)
+
+
+# the Table-2 Map: n -> d, and the no-unit control ---------------------------------------------------------------
+
+def test_lookup_map_projects_n_to_d_and_counts():
+    emb = small(map_dim=16, input_dim=32, expand_dim=64)
+    assert emb.map_proj.weight.shape == (32, 16) and emb.map_proj.bias is None
+    assert emb.unit.specs[0].in_features == 32
+    rows = {r["part"]: r["params"] for r in emb.accounting()}
+    assert rows["map"] == V * 16 and rows["map_proj"] == 16 * 32
+    assert sum(rows.values()) == sum(p.numel() for p in emb.parameters())
+
+
+def test_tied_map_output_scores_after_the_transposed_projection():
+    from fairseq_define.modules import TiedMapOutput
+
+    emb = small(map_dim=16, input_dim=32, expand_dim=64)
+    out = TiedMapOutput(emb)
+    assert out.weight is emb.map.weight and out.proj_weight is emb.map_proj.weight
+    x = torch.randn(5, 32)
+    torch.testing.assert_close(out(x), x @ emb.map_proj.weight @ emb.map.weight.t())
+    with pytest.raises(ValueError, match="needs a lookup Map with an n -> d projection"):
+        TiedMapOutput(small())
+
+
+@pytest.mark.parametrize("input_dim,m", [(24, 24), (32, 24)])
+def test_transform_none_is_the_map_alone(input_dim, m):
+    emb = small(map_dim=16, input_dim=input_dim, embedding_dim=m, transform="none")
+    assert emb.unit is None
+    t = tokens()
+    expected = emb.map(t) @ emb.map_proj.weight.t()
+    if input_dim != m:
+        expected = expected @ emb.out_proj.weight.t()
+    else:
+        assert emb.out_proj is None
+    torch.testing.assert_close(emb(t), expected)
+    assert all(r["group"] == "map" for r in emb.accounting())
+
+
+def test_transform_none_adaptive_equals_fairseqs_adaptive_input():
+    from fairseq.modules.adaptive_input import AdaptiveInput
+
+    emb = small(map_dim=16, input_dim=24, embedding_dim=24, transform="none", adaptive_cutoff=[10, 30],
+                adaptive_factor=2)
+    reference = AdaptiveInput(V, PAD, 16, 2, 24, [10, 30, V], q_noise=0, qn_block_size=8)
+    assert sum(p.numel() for p in emb.parameters()) == sum(p.numel() for p in reference.parameters())
+    reference.load_state_dict({k[len("map."):]: v for k, v in emb.state_dict().items() if k.startswith("map.")})
+    t = tokens()
+    torch.testing.assert_close(emb(t), reference(t))
+
+
+# the inference table ------------------------------------------------------------------------------------------
+
+class UnitRows:
+    """Counts the rows the unit computes (a forward hook)."""
+
+    def __init__(self, emb):
+        self.rows = 0
+        emb.unit.register_forward_hook(lambda module, args, out: setattr(self, "rows", self.rows + out.shape[0]))
+
+
+def uncached(emb, t):
+    with torch.no_grad():
+        return emb.embed_ids(t)
+
+
+def test_plain_eval_dedupes_and_never_builds_a_table():
+    emb = small()
+    counter = UnitRows(emb)
+    emb.eval()
+    t = tokens()
+    with torch.no_grad():
+        for _ in range(3):
+            y = emb(t)
+    assert emb.cache_nbytes == 0
+    assert counter.rows == 3 * t.unique().numel()
+    torch.testing.assert_close(y, uncached(emb, t))
+
+
+def test_prepared_table_is_built_once_and_equals_uncached():
+    emb = small(cache_chunk=7)
+    counter = UnitRows(emb)
+    emb.prepare_for_inference()
+    emb.eval()
+    t = tokens()
+    with torch.no_grad():
+        first, second = emb(t), emb(t)
+    assert counter.rows == V  # the whole vocabulary once, then lookups only
+    assert emb.cache_nbytes == V * 24 * 4
+    torch.testing.assert_close(first, uncached(emb, t), rtol=0, atol=1e-6)
+    assert torch.equal(first, second)
+    assert emb(t).requires_grad  # with autograd on, the table is bypassed so gradients flow
+
+
+def prepared(emb):
+    emb.prepare_for_inference()
+    emb.eval()
+    with torch.no_grad():
+        emb(tokens())
+    assert emb.cache_nbytes > 0
+    return emb
+
+
+def test_table_dropped_by_train_load_state_dict_and_moves():
+    emb = prepared(small())
+    emb.train()
+    assert emb.cache_nbytes == 0
+    emb.eval()
+    with torch.no_grad():
+        emb(tokens())
+    assert emb.cache_nbytes == 0  # train() disarms it: plain eval again
+
+    emb = prepared(small())
+    other = small()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01)
+    emb.load_state_dict(other.state_dict())
+    assert emb.cache_nbytes == 0
+    t = tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(emb(t), uncached(other, t), rtol=0, atol=1e-6)
+
+    emb = prepared(small())
+    emb.double()
+    assert emb.cache_nbytes == 0
+    with torch.no_grad():
+        assert emb(tokens()).dtype == torch.float64
+
+
+def test_in_place_update_in_plain_eval_is_seen_by_the_next_lookup():
+    """fairseq's optimizers write through p.data (no version bump); plain eval never holds a table to go stale."""
+    emb = small()
+    emb.eval()
+    t = tokens()
+    with torch.no_grad():
+        before = emb(t)
+        for p in emb.parameters():
+            p.data.add_(0.05 * torch.randn_like(p))
+        after = emb(t)
+    torch.testing.assert_close(after, uncached(emb, t), rtol=0, atol=1e-6)
+    assert (after - before).abs().max() > 1e-3
+
+
+def test_table_rebuilt_under_another_autocast_dtype():
+    emb = prepared(small())
+    t = tokens()
+    with torch.no_grad():
+        fp32 = emb(t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = emb(t)
+        again = emb(t)
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16.float(), fp32, atol=5e-2, rtol=5e-2)
+    assert again.dtype == torch.float32 and torch.equal(again, fp32)
+
+
+def test_cache_option_off_never_builds():
+    emb = small(cache=False)
+    emb.prepare_for_inference()
+    emb.eval()
+    with torch.no_grad():
+        emb(tokens())
+    assert emb.cache_nbytes == 0
+
+
+# output scale and checkpoints --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["factor", "weights"])
+def test_output_scale_modes_give_std_m_to_the_minus_half(mode):
+    torch.manual_seed(0)
+    emb = DefineEmbedding(2000, PAD, 256, map_dim=64, expand_dim=512, output_scale=mode)
+    with torch.no_grad():
+        std = emb(torch.arange(2, 2000)).std().item()
+    assert abs(std * 256 ** 0.5 - 1) < 0.1
+    reduce = emb.unit.reduce.weight
+    xavier_std = (2 / (reduce.shape[0] + reduce.shape[1])) ** 0.5
+    if mode == "factor":
+        assert abs(reduce.std().item() / xavier_std - 1) < 0.05 and emb.unit.output_scale.item() < 0.5
+    else:
+        assert reduce.std().item() < 0.5 * xavier_std and emb.unit.output_scale.item() == 1.0
+
+
+def test_state_dict_has_a_version():
+    state = small().state_dict()
+    assert int(state["version"]) == 2 and "unit.output_scale" in state
+
+
+def test_version_1_state_dict_loads_and_scores_identically():
+    """tests/fixtures/v1/expected.pt was written by the v1 code (before DefineConfig): its state dict has no
+    `version` and no `unit.output_scale`."""
+    import os
+
+    fixture = torch.load(os.path.join(REPO_ROOT, "tests", "fixtures", "v1", "expected.pt"))
+    state = fixture["embedding_state"]
+    assert "version" not in state and "unit.output_scale" not in state
+    emb = DefineEmbedding(50, 1, 24, map_dim=16, expand_dim=64, depth=3, max_groups=4, output_scale="factor")
+    emb.load_state_dict(state, strict=True)
+    assert emb.unit.output_scale.item() == 1.0
+    emb.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(emb(fixture["embedding_tokens"]), fixture["embedding_out"], rtol=0, atol=1e-6)
+
+
+def test_config_is_the_single_source_of_options():
+    cfg = DefineConfig(map_dim=64, expand_dim=256)
+    emb = DefineEmbedding(V, PAD, 24, config=cfg, depth=2)
+    assert emb.config == replace(cfg, depth=2) and len(emb.unit.layers) == 2
+    with pytest.raises(Exception):
+        cfg.map_dim = 3  # frozen
+    assert DefineConfig.flag("dedupe") == "--define-no-dedupe"
+    assert DefineConfig.flag("adaptive_cutoff") == "--adaptive-input-cutoff"
+
+
+def test_modules_import_without_fairseq():
+    import subprocess
+    import sys
+
+    code = ("import sys; from fairseq_define.modules import DefineEmbedding, DefineUnit, GroupLinear; "
+            "import torch; DefineEmbedding(10, 1, 8, map_dim=8, expand_dim=16)(torch.tensor([[2, 3]])); "
+            "print('fairseq' in sys.modules, hasattr(__import__('numpy'), 'compat'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]

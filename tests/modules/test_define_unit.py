@@ -1,8 +1,19 @@
 import pytest
 import torch
 
-from fairseq_define.modules.define_unit import DefineUnit, hgt_schedule
+from fairseq_define.modules.define_config import DefineConfig
+from fairseq_define.modules.define_unit import DefineUnit
 from fairseq_define.modules.group_linear import from_group_major
+
+
+def hgt_schedule(map_dim, expand_dim, depth, max_groups, transform="define"):
+    return DefineConfig(map_dim=map_dim, expand_dim=expand_dim, depth=depth, max_groups=max_groups,
+                        transform=transform).schedule()
+
+
+def build_unit(map_dim, expand_dim, depth, max_groups, output_dim, **options):
+    config = DefineConfig(map_dim=map_dim, expand_dim=expand_dim, depth=depth, max_groups=max_groups, **options)
+    return DefineUnit(config, output_dim)
 
 
 def test_schedule_mt_config_matches_spec():
@@ -53,7 +64,7 @@ def naive_define_unit(unit: DefineUnit, e: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("max_groups,depth", [(4, 3), (16, 3), (8, 5)])
 def test_mixer_matches_naive_per_group_implementation(norm, activation, max_groups, depth):
     torch.manual_seed(0)
-    unit = DefineUnit(32, 128, depth, max_groups, 24, norm=norm, activation=activation).double()
+    unit = build_unit(32, 128, depth, max_groups, 24, norm=norm, activation=activation).double()
     e = torch.randn(6, 32, dtype=torch.double)
     torch.testing.assert_close(unit(e), naive_define_unit(unit, e))
 
@@ -67,13 +78,13 @@ def jacobian_from_e(unit: DefineUnit, layer: int) -> torch.Tensor:
             if i == layer:
                 return from_group_major(h)[0]
 
-    e = torch.randn(1, unit.map_dim, dtype=torch.double)
+    e = torch.randn(1, unit.input_dim, dtype=torch.double)
     return torch.autograd.functional.jacobian(layer_output, e)[:, 0, :].abs() > 0
 
 
 def direct_jacobian_from_e(unit: DefineUnit, layer: int) -> torch.Tensor:
     """|d out_layer / d e| > 0 holding the previous layer's output fixed: the skip connection alone."""
-    e0 = torch.randn(1, unit.map_dim, dtype=torch.double)
+    e0 = torch.randn(1, unit.input_dim, dtype=torch.double)
     h = e0
     for i in range(layer):
         h = unit.layers[i].forward_group_major(unit.layer_input(i, e0, h)).detach()
@@ -86,7 +97,7 @@ def direct_jacobian_from_e(unit: DefineUnit, layer: int) -> torch.Tensor:
 
 def make_unit(transform):
     torch.manual_seed(0)
-    return DefineUnit(16, 64, 3, 4, 8, norm="none", activation="none", transform=transform).double()
+    return build_unit(16, 64, 3, 4, 8, norm="none", activation="none", transform=transform).double()
 
 
 def test_define_skip_is_group_wise():
@@ -125,14 +136,14 @@ def test_hgt_first_layer_is_block_diagonal():
 
 
 def test_reduce_skip_widens_reduce():
-    unit = DefineUnit(16, 64, 2, 2, 8, reduce_skip=True)
+    unit = build_unit(16, 64, 2, 2, 8, reduce_skip=True)
     assert unit.reduce.in_features == 64 + 16
     assert unit(torch.randn(3, 16)).shape == (3, 8)
 
 
 def test_gradcheck_float64():
     torch.manual_seed(0)
-    unit = DefineUnit(8, 32, 3, 4, 6, norm="ln", activation="gelu").double()
+    unit = build_unit(8, 32, 3, 4, 6, norm="ln", activation="gelu").double()
     e = torch.randn(3, 8, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(unit, (e,))
 
@@ -140,23 +151,36 @@ def test_gradcheck_float64():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(map_dim=100, max_groups=8), "map_dim=100 must be divisible by the 8 groups of HGT layer 1"),
-        (dict(map_dim=4, max_groups=8, expand_dim=64), "map_dim=4 must be divisible by the 8 groups"),
-        (dict(max_groups=6), "max_groups=6 must be a power of two"),
-        (dict(expand_dim=64, map_dim=128), "expand_dim=64 must be >= map_dim=128"),
-        (dict(expand_dim=1030, max_groups=16, depth=2), "expand_dim=1030 must be divisible by the 8 groups of HGT layer 2"),
-        (dict(depth=0), "depth=0 must be a positive integer"),
-        (dict(transform="bogus"), "transform='bogus' is not one of"),
-        (dict(norm="bn"), "norm='bn' is not one of"),
-        (dict(activation="tanh"), "activation='tanh' is not one of"),
-        (dict(dropout=1.5), r"dropout=1.5 must be in \[0, 1\)"),
+        (dict(map_dim=100, max_groups=8), "--define-map-dim=100 must be divisible by the 8 groups of HGT layer 1"),
+        (dict(map_dim=4, max_groups=8, expand_dim=64), "--define-map-dim=4 must be divisible by the 8 groups"),
+        (dict(map_dim=64, input_dim=100, max_groups=8), "--define-input-dim=100 must be divisible by the 8 groups"),
+        (dict(max_groups=6), "--define-max-groups=6 must be a power of two"),
+        (dict(expand_dim=64, map_dim=128), "--define-expand-dim=64 must be >= the unit's input width 128 "
+                                           r"\(--define-map-dim\)"),
+        (dict(expand_dim=1030, max_groups=16, depth=2),
+         "--define-expand-dim=1030 must be divisible by the 8 groups of HGT layer 2"),
+        (dict(depth=0), "--define-depth=0 must be a positive integer"),
+        (dict(transform="bogus"), "--define-transform=bogus is not one of define, define-nomix"),
+        (dict(norm="bn"), "--define-norm=bn is not one of"),
+        (dict(activation="tanh"), "--define-activation=tanh is not one of"),
+        (dict(dropout=1.5), r"--define-dropout=1.5 must be in \[0, 1\)"),
+        (dict(map_dropout=-0.1), r"--define-map-dropout=-0.1 must be in \[0, 1\)"),
+        (dict(cache_chunk=0), "--define-cache-chunk=0 must be a positive integer"),
     ],
 )
-def test_construction_errors_name_the_argument(kwargs, match):
+def test_construction_errors_name_the_flag(kwargs, match):
     args = dict(map_dim=128, expand_dim=1024, depth=3, max_groups=4, output_dim=512)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        DefineUnit(**args)
+        build_unit(**args)
+
+
+def test_unit_input_width_is_d():
+    unit = build_unit(64, 1024, 3, 32, 256, input_dim=256)
+    assert unit.input_dim == 256 and unit.specs[0].in_features == 256
+    assert unit(torch.randn(3, 256)).shape == (3, 256)
+    with pytest.raises(ValueError, match="--define-transform=none has no unit"):
+        DefineUnit(DefineConfig(transform="none"), 8)
 
 
 def test_divisible_map_dims_pass():

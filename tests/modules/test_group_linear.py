@@ -107,13 +107,33 @@ def test_device_and_precision_close_to_cpu_fp32(device, dtype, groups):
     torch.manual_seed(0)
     glt = GroupLinear(64, 32, groups)
     x = torch.randn(16, 64)
-    expected = glt(x)
+    with torch.no_grad():
+        expected = x.double() @ dense_reference(glt).double() + glt.bias.reshape(-1).double()
     out = glt.to(device, dtype)(x.to(device, dtype))
     assert out.dtype == dtype and out.device.type == device
     tol = 1e-4 if dtype == torch.float32 else 5e-2
-    torch.testing.assert_close(out.float().cpu(), expected, atol=tol, rtol=tol)
+    torch.testing.assert_close(out.float().cpu(), expected.float(), atol=tol, rtol=tol)
     out.float().sum().backward()
     assert glt.weight.grad is not None and glt.weight.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_cpu_autocast_bf16_and_double_backward(groups):
+    torch.manual_seed(0)
+    glt = GroupLinear(32, 16, groups)
+    x = torch.randn(8, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = glt(x)
+        y_gm = glt.forward_group_major(to_group_major(x, groups))
+    assert y.dtype == torch.bfloat16 and y_gm.dtype == torch.bfloat16
+    expected = x @ dense_reference(glt) + glt.bias.reshape(-1)
+    torch.testing.assert_close(y.float(), expected, atol=5e-2, rtol=5e-2)
+    y.float().pow(2).sum().backward()
+    assert glt.weight.grad.dtype == torch.float32 and torch.isfinite(glt.weight.grad).all()
+    # double backward (e.g. a gradient penalty) goes through the kernel
+    x64 = torch.randn(3, 32, dtype=torch.double, requires_grad=True)
+    glt64 = GroupLinear(32, 16, groups).double()
+    assert torch.autograd.gradgradcheck(lambda v: torch.tanh(glt64(v)), (x64,))
 
 
 def test_state_dict_round_trip_strict():

@@ -1,0 +1,80 @@
+"""The `--define-*` options of the DeFINE models, generated from `DefineConfig`, and the embedding they build.
+
+`DefineEmbeddingConfig` is a FairseqDataclass with one `define_<name>` field per `DefineConfig` field (flags,
+help strings, choices and defaults all come from `DefineConfig`); fields that the host model owns (the adaptive
+Map's `--adaptive-input-*`) are not repeated. `define_config(args)` turns the parsed flags back into a
+`DefineConfig`, whose errors name the flag.
+"""
+
+from dataclasses import fields, make_dataclass
+from dataclasses import field as dataclass_field
+from typing import Optional
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.utils import safe_getattr
+
+from fairseq_define.modules.define_config import DefineConfig
+from fairseq_define.modules.define_embedding import DefineEmbedding
+
+
+def _flag_fields():
+    """(DefineConfig field, fairseq attribute name, inverted) for every field that has a --define-* flag."""
+    for f in fields(DefineConfig):
+        if f.metadata["flag"]:  # supplied by the host model's own flags
+            continue
+        inverted = f.metadata["inverted_flag"]
+        attribute = (inverted or "--define-" + f.name.replace("_", "-"))[2:].replace("-", "_")
+        yield f, attribute, bool(inverted)
+
+
+def _fairseq_field(f, inverted: bool):
+    help_text = "DeFINE: " + f.metadata["help"]
+    if inverted:
+        return bool, dataclass_field(default=False, metadata={"help": "DeFINE: do not " + f.metadata["help"]})
+    kind = ChoiceEnum(list(f.metadata["choices"])) if f.metadata["choices"] else f.type
+    if f.default is None:
+        kind = Optional[int]
+    return kind, dataclass_field(default=f.default, metadata={"help": help_text})
+
+
+DefineEmbeddingConfig = make_dataclass(
+    "DefineEmbeddingConfig",
+    [(attribute, *_fairseq_field(f, inverted)) for f, attribute, inverted in _flag_fields()],
+    bases=(FairseqDataclass,),
+)
+DefineEmbeddingConfig.__doc__ = "The --define-* flags of every DeFINE model (generated from DefineConfig)."
+
+
+def set_define_defaults(args):
+    """Fill every define_* attribute that an architecture or the user did not set with its default."""
+    for _, attribute, _ in _flag_fields():
+        default = next(f.default for f in fields(DefineEmbeddingConfig) if f.name == attribute)
+        setattr(args, attribute, safe_getattr(args, attribute, default))
+
+
+def define_config(args, adaptive_cutoff=None, adaptive_factor=4.0) -> DefineConfig:
+    """The DefineConfig that the parsed `--define-*` flags (and the host's adaptive-input flags) describe."""
+    set_define_defaults(args)
+    values = {}
+    for f, attribute, inverted in _flag_fields():
+        value = getattr(args, attribute)
+        values[f.name] = (not value) if inverted else (str(value) if f.metadata["choices"] else value)
+    return DefineConfig(adaptive_cutoff=adaptive_cutoff, adaptive_factor=adaptive_factor, **values)
+
+
+def unit_input_dim(args) -> int:
+    """d, the width of the Map's output: --define-input-dim, else --define-map-dim."""
+    set_define_defaults(args)
+    return args.define_input_dim or args.define_map_dim
+
+
+def build_define_embedding(args, dictionary, embed_dim, adaptive_cutoff=None, adaptive_factor=4.0,
+                           shared_map=None) -> DefineEmbedding:
+    """A DefineEmbedding for `dictionary` with output width `embed_dim` from the flags in `args` (over the Map of
+    `shared_map`, another DefineEmbedding, if given). A bad value raises a one-line error naming the flag."""
+    config = define_config(args, adaptive_cutoff, adaptive_factor)
+    if safe_getattr(args, "quant_noise_pq", 0) or safe_getattr(args, "decoder_quant_noise_pq", 0) \
+            or safe_getattr(args, "encoder_quant_noise_pq", 0):
+        raise ValueError("--quant-noise-pq is not supported by the DeFINE models (the Map and the unit have no "
+                         "quantization noise); train without it")
+    return DefineEmbedding(len(dictionary), dictionary.pad(), embed_dim, config=config, shared_map=shared_map)

@@ -1,0 +1,180 @@
+"""DefineConfig: every option of a DeFINE embedding, in one place.
+
+The modules take a `DefineConfig`; the fairseq models generate their `--define-*` flags from its fields
+(`fairseq_define.models.define_options`), and every validation error names the flag from the field's metadata,
+so one option is spelled once. Pure Python: no torch or fairseq import.
+
+    cfg = DefineConfig(map_dim=128, expand_dim=1024, depth=3, max_groups=4)
+    emb = DefineEmbedding(num_embeddings=V, padding_idx=1, embedding_dim=512, config=cfg)
+"""
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import List, Optional, Tuple
+
+TRANSFORMS = ("define", "define-nomix", "hgt", "glt", "linear", "none")
+NORMS = ("none", "ln")
+ACTIVATIONS = ("none", "gelu", "swish", "relu")
+OUTPUT_SCALES = ("factor", "weights")
+
+
+def option(default, help: str, flag: Optional[str] = None, choices=None, inverted_flag: Optional[str] = None):
+    """A config field. `flag` is the command-line spelling (default `--define-<name>`); `inverted_flag` is a
+    store-true flag that sets the field to False (e.g. `--define-no-cache`); `flag=""` marks a field that the
+    host model supplies (fairseq's own flags, e.g. `--adaptive-input-cutoff`)."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "inverted_flag": inverted_flag}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class HGTLayerSpec:
+    """One Expand layer: a GLT `in_features -> out_features` with `groups` groups."""
+
+    in_features: int
+    out_features: int
+    groups: int
+
+
+@dataclass(frozen=True)
+class DefineConfig:
+    # Map: token -> e (width n), optionally projected n -> d
+    map_dim: int = option(128, "Map (lookup) width n")
+    input_dim: Optional[int] = option(
+        None, "width d of the unit's input: the Map's n-dim output is projected n -> d (default: n, no projection); "
+        "with --define-transform none, the width handed to the model (then d -> m if d != m)")
+    map_dropout: float = option(0.0, "dropout on the Map's output e (the authors' code drops it)")
+    adaptive_cutoff: Optional[Tuple[int, ...]] = option(
+        None, "band cutoffs of an adaptive-input Map (fairseq's AdaptiveInput); none: a lookup table",
+        flag="--adaptive-input-cutoff")
+    adaptive_factor: float = option(4.0, "band-width divisor of the adaptive Map", flag="--adaptive-input-factor")
+    # the unit: Expand (HGT) -> Reduce
+    transform: str = option(
+        "define", "the unit: define (HGT + DeFINE skip), an ablation of the paper (define-nomix, hgt, glt, linear), "
+        "or none (no unit: the Map's d-dim output goes to the model, the control of every comparison)",
+        choices=TRANSFORMS)
+    expand_dim: int = option(1024, "width k of the last HGT layer")
+    depth: int = option(3, "number N of HGT layers")
+    max_groups: int = option(4, "groups g_max of the first HGT layer (a power of two; halves every layer)")
+    norm: str = option("ln", "normalisation between HGT layers (per-group LayerNorm or none)", choices=NORMS)
+    activation: str = option("gelu", "activation between HGT layers", choices=ACTIVATIONS)
+    dropout: float = option(0.0, "dropout between HGT layers")
+    reduce_skip: bool = option(False, "also feed e to Reduce ([h ; e] -> m)")
+    output_scale: str = option(
+        "weights", "how the unit's output is brought to the scale fairseq expects (std m^-0.5 at init): a fixed "
+        "factor after Reduce (factor), or folded into Reduce's initial weights (weights, the v1 behaviour)",
+        choices=OUTPUT_SCALES)
+    # work skipping, beyond the paper
+    dedupe: bool = option(True, "run the unit once per unique id of the batch",
+                          inverted_flag="--define-no-dedupe")
+    cache: bool = option(True, "at inference (after prepare_for_inference_), look up a V x m table of unit outputs",
+                         inverted_flag="--define-no-cache")
+    cache_chunk: int = option(16384, "ids per chunk when building the inference table (bounds its peak memory)")
+
+    @staticmethod
+    def flag(name: str) -> str:
+        """The command-line flag that sets field `name`."""
+        metadata = next(f.metadata for f in fields(DefineConfig) if f.name == name)
+        return metadata["inverted_flag"] or metadata["flag"] or "--define-" + name.replace("_", "-")
+
+    def error(self, name: str, message: str) -> ValueError:
+        """A one-line error about field `name` that names its flag and value."""
+        return ValueError(f"{self.flag(name)}={_show(getattr(self, name))} {message}")
+
+    @property
+    def unit_input_dim(self) -> int:
+        """d: the width of the unit's input (the Map's output)."""
+        return self.map_dim if self.input_dim is None else self.input_dim
+
+    @property
+    def has_unit(self) -> bool:
+        return self.transform != "none"
+
+    def __post_init__(self):
+        if self.adaptive_cutoff is not None:
+            object.__setattr__(self, "adaptive_cutoff", tuple(int(c) for c in self.adaptive_cutoff))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["choices"] and value not in f.metadata["choices"]:
+                raise self.error(f.name, f"is not one of {', '.join(f.metadata['choices'])}")
+        for name in ("map_dim", "expand_dim", "depth", "max_groups", "cache_chunk"):
+            if not _positive_int(getattr(self, name)):
+                raise self.error(name, "must be a positive integer")
+        if self.input_dim is not None and not _positive_int(self.input_dim):
+            raise self.error("input_dim", "must be a positive integer")
+        for name in ("dropout", "map_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise self.error(name, "must be in [0, 1)")
+        if self.adaptive_factor <= 0:
+            raise self.error("adaptive_factor", "must be positive")
+        if self.has_unit:
+            self.schedule()  # raises on widths or groups that do not fit
+
+    def schedule(self) -> List[HGTLayerSpec]:
+        """Widths and groups of the N Expand layers (spec §1.2), with every divisibility rule checked.
+
+        Widths start from d (the unit's input). Example (MT config): d=128, k=1024, N=3, g_max=4 gives groups
+        [4, 2, 1], inputs [128, 560, 856], outputs [432, 728, 1024].
+        """
+        d, k, depth, g_max = self.unit_input_dim, self.expand_dim, self.depth, self.max_groups
+        d_name = "map_dim" if self.input_dim is None else "input_dim"
+        if g_max & (g_max - 1):
+            raise self.error("max_groups", f"must be a power of two (the group count halves every layer), "
+                                           f"e.g. {1 << (g_max.bit_length() - 1)}")
+        if k < d:
+            raise self.error("expand_dim", f"must be >= the unit's input width {d} ({self.flag(d_name)}): "
+                                           f"the HGT expands d -> k")
+
+        def groups_of(layer: int) -> int:  # 1-based; layer depth + 1 is Reduce (one group)
+            if layer > depth or self.transform == "linear":
+                return 1
+            if self.transform == "glt":
+                return g_max
+            return max(g_max >> (layer - 1), 1)
+
+        specs, previous = [], d
+        for layer in range(1, depth + 1):
+            groups = groups_of(layer)
+            if layer == depth:
+                width = k
+                if width % groups:
+                    raise self.error("expand_dim", f"must be divisible by the {groups} groups of HGT layer {layer}; "
+                                                   f"use a multiple of {groups}, or fewer groups or more layers")
+            else:
+                quantum = max(groups, groups_of(layer + 1), 8)
+                exact = d * depth + layer * (k - d)  # N * (d + l (k - d) / N)
+                width = -(-exact // (depth * quantum)) * quantum
+            mixes = layer >= 2 and self.transform in ("define", "define-nomix")
+            in_features = previous + d if mixes else previous
+            if (layer == 1 or (mixes and self.transform == "define")) and d % groups:
+                raise self.error(d_name, f"must be divisible by the {groups} groups of HGT layer {layer} "
+                                         f"({self.flag('max_groups')}={g_max}); use a multiple of {groups} "
+                                         f"or fewer groups")
+            if in_features % groups:
+                raise self.error(d_name, f"gives HGT layer {layer} an input width {in_features} that its "
+                                         f"{groups} groups do not divide; use a multiple of {groups}")
+            specs.append(HGTLayerSpec(in_features, width, groups))
+            previous = width
+        return specs
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DefineConfig":
+        """Build from a dict (or namespace vars) holding any of the fields; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_of(name: str):
+    f = next(f for f in fields(DefineConfig) if f.name == name)
+    return None if f.default is MISSING else f.default
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
