@@ -1,0 +1,1 @@
+"""fairseq tasks of fairseq_define (auto-imported by ``--user-dir``)."""
