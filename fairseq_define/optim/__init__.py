@@ -1,0 +1,1 @@
+"""Optimizers for fairseq_define (NT-ASGD: `nt_asgd.py`; import it to register `--optimizer nt_asgd`)."""
