@@ -1,13 +1,21 @@
-"""Matched WikiText-2 comparison: one context model with four inputs, same updates, tokens and seed.
+"""Does DeFINE deliver? The paper's Table 2 / Table 1a comparison on WikiText-2: rows that differ only by the unit.
 
-    python examples/language_model/wikitext2_study.py [--data ../shared/data/wikitext-2] [--workdir runs/study-lm]
-        [--max-update 800] [--only define-ln-gelu ...]
+    python examples/language_model/wikitext2_study.py [--data ../shared/data/wikitext-2] [--only map-256 define-256]
+    python examples/language_model/wikitext2_study.py --study diagnosis   # short matched runs: why, when it loses
+    python examples/plot_results.py                                      # tables and figures from the results
 
-Inputs (fairseq_define.recipes.LM_STUDY): a standard tied embedding table, fairseq's adaptive input with a tied
-adaptive softmax (cutoffs 5000,20000, factor 4), and DeFINE behind the same adaptive Map and softmax, as the
-paper-literal linear unit (norm none, activation none) and with per-group LayerNorm + GELU. Each run writes
-WORKDIR/NAME/{train.log,result.json}; finished runs are skipped, so the script resumes. Results: parameters
-(python -m fairseq_define.params), training words/s, valid and test perplexity from fairseq-eval-lm.
+One context model for every row (2 pre-norm layers, 256 wide, FFN 1024, 4 heads, 128-token blocks, dropout 0.1),
+the same recipe, updates, tokens and seed. Rows (`ROWS`):
+- `standard`: a V x 256 table tied to the output;
+- `map-n`, n in {256, 128, 64}: an adaptive lookup (cutoffs 5000,20000, factor 4) of width n projected to
+  d = m = 256, no unit (`--define-transform none`: fairseq's adaptive input), tied adaptive softmax;
+- `define-n`: the same Map + DeFINE (k = 1024, N = 3, g_max = 32: the paper's light Table-1a unit);
+- `define-64-n-space`: DeFINE on the 64-wide Map with d = 64, so the tied softmax scores 64-dim states (v1's recipe).
+
+Each run keeps its checkpoints under WORKDIR/NAME (fairseq resumes an interrupted run from checkpoint_last.pt) and
+writes its fairseq log and result.json (parameters, valid and test perplexity from fairseq-eval-lm, training wall
+time) under RESULTS/NAME, which are committed: a finished run is skipped, so the study resumes run by run and may
+span sessions. The table goes to RESULTS.json (`{"rows": [...]}`).
 """
 
 import argparse
@@ -20,71 +28,145 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-from fairseq_define.cli import preprocess_wikitext, tool  # noqa: E402
-from fairseq_define.recipes import ADAPTIVE_LOSS, LM_STUDY  # noqa: E402
+from fairseq_define.cli import preprocess_wikitext, run, tool  # noqa: E402
 
 PLUGIN = os.path.join(REPO, "fairseq_define")
-TRAINING = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.003", "--lr-scheduler", "inverse_sqrt",
-            "--warmup-updates", "100", "--clip-norm", "1.0", "--max-tokens", "2048", "--cpu", "--seed", "1",
-            "--log-format", "simple", "--log-interval", "25", "--no-epoch-checkpoints", "--no-save-optimizer-state",
-            "--max-valid-steps", "25"]  # learning curves on the first 51k valid tokens; final numbers from eval-lm
+CONTEXT = ["--decoder-layers", "2", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024",
+           "--decoder-attention-heads", "4", "--decoder-normalize-before", "--tokens-per-sample", "128",
+           "--dropout", "0.1"]
+TIED_ADAPTIVE = ["--adaptive-input", "--adaptive-input-cutoff", "5000,20000", "--adaptive-softmax-cutoff",
+                 "5000,20000", "--tie-adaptive-weights", "--tie-adaptive-proj",
+                 "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"]
+UNIT = ["--define-transform", "define", "--define-expand-dim", "1024", "--define-depth", "3",
+        "--define-max-groups", "32", "--define-norm", "ln", "--define-activation", "gelu",
+        "--define-output-scale", "factor"]
+RECIPE = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.003", "--lr-scheduler", "cosine",
+          "--warmup-updates", "100", "--warmup-init-lr", "1e-7", "--clip-norm", "1.0", "--max-tokens", "2048",
+          "--cpu", "--seed", "1", "--log-format", "simple", "--log-interval", "50", "--no-epoch-checkpoints",
+          "--validate-interval-updates", "200", "--save-interval-updates", "200", "--keep-interval-updates", "1",
+          "--max-valid-steps", "25"]  # curves on the first 51k valid tokens; final numbers from eval-lm
+
+
+def map_row(n, d=256, unit=()):
+    return {"n": n, "d": d, "flags": ["--arch", "define_transformer_lm", *CONTEXT, *TIED_ADAPTIVE,
+                                      "--define-map-dim", str(n), "--define-input-dim", str(d),
+                                      *(unit or ["--define-transform", "none"])]}
+
+
+ROWS = {
+    "map-256": map_row(256),
+    "define-256": map_row(256, unit=UNIT),
+    "map-64": map_row(64),
+    "define-64": map_row(64, unit=UNIT),
+    "map-128": map_row(128),
+    "define-128": map_row(128, unit=UNIT),
+    "standard": {"n": 256, "d": 256, "flags": ["--arch", "transformer_lm_big", *CONTEXT,
+                                               "--share-decoder-input-output-embed"]},
+    "define-64-n-space": map_row(64, d=64, unit=UNIT),
+}
+# Short matched runs at n = 256 (same recipe, --max-update 1000 = one epoch): what holds DeFINE back.
+DIAGNOSIS = {
+    "map-256": map_row(256),
+    "define-256": map_row(256, unit=UNIT),
+    "define-256-scale-weights": map_row(256, unit=[*UNIT, "--define-output-scale", "weights"]),
+    "linear-256": map_row(256, unit=[*UNIT, "--define-transform", "linear", "--define-depth", "1",
+                                     "--define-expand-dim", "256", "--define-norm", "none",
+                                     "--define-activation", "none"]),
+    "define-256-reduce-skip": map_row(256, unit=[*UNIT, "--define-reduce-skip"]),
+    "define-256-map-dropout": map_row(256, unit=[*UNIT, "--define-map-dropout", "0.1"]),
+}
+STUDIES = {"main": (ROWS, 2000), "diagnosis": (DIAGNOSIS, 1000)}
 
 
 def perplexity(data_bin, checkpoint, subset):
-    out = subprocess.run([tool("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint,
-                          "--gen-subset", subset, "--tokens-per-sample", "128", "--max-tokens", "4096", "--cpu"],
-                         capture_output=True, text=True, check=True)
+    out = run([tool("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint, "--gen-subset", subset,
+               "--tokens-per-sample", "128", "--max-tokens", "4096", "--cpu"])
     return float(re.search(r"Perplexity: ([\d.]+)", out.stdout + out.stderr).group(1))
 
 
-def train_words_per_second(log):
-    return float(re.findall(r"\| train \| .*?\| wps ([\d.]+)", log)[-1])
+def train_wall_seconds(log: str) -> float:
+    """fairseq's own training time (validation excluded): the sum of its per-epoch `train_wall`, over every
+    process of a resumed run (each logs only the epochs it ran)."""
+    return float(sum(float(x) for x in re.findall(r"\| train \| epoch \d+ .*?\| train_wall ([\d.]+)", log)))
 
 
-def run_one(name, flags, data_bin, workdir, max_update, validate_every):
-    out_dir = os.path.join(workdir, name)
+def parameters(data_bin, flags):
+    from fairseq_define.params import build_model, count_parts
+
+    model, _ = build_model(["--data", data_bin, *[f for f in flags if f not in ("--cpu",)]])
+    return count_parts(model)
+
+
+def run_one(name, row, data_bin, workdir, results, max_update, score_test):
+    out_dir, save_dir = os.path.join(results, name), os.path.join(workdir, name)
     result_path = os.path.join(out_dir, "result.json")
     if os.path.isfile(result_path):
-        print(f"[{name}] done already: {result_path}")
+        print(f"[{name}] done already: {result_path}", flush=True)
         return json.load(open(result_path))
     os.makedirs(out_dir, exist_ok=True)
-    criterion = ADAPTIVE_LOSS if "--adaptive-input" in flags else []
-    command = [tool("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--task", "language_modeling", *flags,
-               *criterion, *TRAINING, "--max-update", str(max_update), "--validate-interval-updates",
-               str(validate_every), "--save-dir", out_dir, "--save-interval-updates", str(max_update)]
-    print(f"[{name}] $ " + " ".join(command), flush=True)
+    os.makedirs(save_dir, exist_ok=True)
     log_path = os.path.join(out_dir, "train.log")
-    with open(log_path, "w") as log:
-        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
+    command = [tool("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--task", "language_modeling", *row["flags"],
+               *RECIPE, "--max-update", str(max_update), "--save-dir", save_dir]
+    print(f"[{name}] $ {' '.join(command)}", flush=True)
+    with open(log_path, "a") as log:  # appended: a resumed run continues the same log
+        if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode:
+            sys.exit(f"[{name}] fairseq-train failed; see {log_path}")
     log = open(log_path).read()
-    checkpoint = os.path.join(out_dir, "checkpoint_last.pt")
-    counts = json.loads(subprocess.run([sys.executable, "-m", "fairseq_define.params", "--data", data_bin, *flags,
-                                        "--json"], capture_output=True, text=True, check=True, cwd=REPO).stdout)
-    result = {"name": name, "flags": flags, "max_update": max_update, "params": counts,
-              "train_wps": train_words_per_second(log), "valid_ppl": perplexity(data_bin, checkpoint, "valid"),
-              "test_ppl": perplexity(data_bin, checkpoint, "test")}
+    checkpoint = os.path.join(save_dir, "checkpoint_last.pt")
+    counts = parameters(data_bin, row["flags"])
+    result = {"name": name, "n": row["n"], "d": row["d"], "transform": transform_of(row["flags"]),
+              "params": counts["total"], "define_params": counts["define"], "parts": counts,
+              "valid_ppl": perplexity(data_bin, checkpoint, "valid"),
+              "test_ppl": perplexity(data_bin, checkpoint, "test") if score_test else None,
+              "updates": max_update, "train_wall_s": train_wall_seconds(log), "flags": row["flags"], "recipe": RECIPE}
     json.dump(result, open(result_path, "w"), indent=2)
     print(f"[{name}] valid ppl {result['valid_ppl']:.2f}, test ppl {result['test_ppl']:.2f}, "
-          f"{result['train_wps']:.0f} words/s, {counts['total']:,} parameters", flush=True)
+          f"{counts['total']:,} parameters, {result['train_wall_s']:.0f} s", flush=True)
     return result
+
+
+def transform_of(flags):
+    if "--define-transform" not in flags:
+        return "table"
+    return flags[len(flags) - 1 - flags[::-1].index("--define-transform") + 1]  # the last one given wins
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "wikitext-2"))
-    parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "study-lm"))
-    parser.add_argument("--max-update", type=int, default=800)
-    parser.add_argument("--validate-every", type=int, default=100)
-    parser.add_argument("--only", nargs="+", choices=list(LM_STUDY), help="run only these inputs")
+    parser.add_argument("--study", choices=list(STUDIES), default="main")
+    parser.add_argument("--workdir", default=os.path.join(REPO, "runs"))
+    parser.add_argument("--results", default=os.path.join(REPO, "docs", "results"))
+    parser.add_argument("--max-update", type=int, help="default: 2000 (main, about 2 epochs), 1000 (diagnosis)")
+    parser.add_argument("--only", nargs="+", help="run only these rows")
     args = parser.parse_args(argv)
-    data_bin = preprocess_wikitext(os.path.abspath(args.data), os.path.join(args.workdir, "data-bin"))
-    results = [run_one(name, LM_STUDY[name], data_bin, args.workdir, args.max_update, args.validate_every)
-               for name in (args.only or LM_STUDY)]
-    print(f"\n{'input':<16}{'params':>12}{'map':>12}{'define':>10}{'words/s':>9}{'valid ppl':>11}{'test ppl':>10}")
-    for r in results:
-        p = r["params"]
-        print(f"{r['name']:<16}{p['total']:>12,}{p['map']:>12,}{p['define']:>10,}{r['train_wps']:>9.0f}"
-              f"{r['valid_ppl']:>11.2f}{r['test_ppl']:>10.2f}")
+    rows, max_update = STUDIES[args.study]
+    max_update = args.max_update or max_update
+    unknown = set(args.only or []) - set(rows)
+    if unknown:
+        parser.error(f"--only: unknown rows {sorted(unknown)}; rows of --study {args.study}: {', '.join(rows)}")
+    tag = "lm_wikitext2" if args.study == "main" else "lm_wikitext2_diagnosis"
+    data_bin = preprocess_wikitext(os.path.abspath(args.data), os.path.join(args.workdir, "wikitext-2-bin"))
+    results = os.path.join(args.results, tag)
+    score_test = args.study == "main"  # diagnosis runs choose on validation only
+    finished = [run_one(name, rows[name], data_bin, os.path.join(args.workdir, tag), results, max_update, score_test)
+                for name in (args.only or rows)]
+    table = {}
+    for name in rows:  # every finished row, also those of earlier invocations
+        path = os.path.join(results, name, "result.json")
+        if os.path.isfile(path):
+            table[name] = json.load(open(path))
+    fields = ("name", "n", "d", "transform", "params", "define_params", "valid_ppl", "test_ppl", "updates",
+              "train_wall_s")
+    with open(os.path.join(args.results, f"{tag}.json"), "w") as f:
+        json.dump({"rows": [{k: r[k] for k in fields} for r in table.values()]}, f, indent=2)
+    print(f"\n{'row':<26}{'params':>12}{'define':>10}{'valid ppl':>11}{'test ppl':>10}{'train s':>9}")
+    for r in table.values():
+        test = "-" if r["test_ppl"] is None else f"{r['test_ppl']:.2f}"
+        print(f"{r['name']:<26}{r['params']:>12,}{r['define_params']:>10,}{r['valid_ppl']:>11.2f}"
+              f"{test:>10}{r['train_wall_s']:>9.0f}")
+    return finished
 
 
 if __name__ == "__main__":
