@@ -32,16 +32,17 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: install
-	$(PY) examples/language_model/wikitext2_demo.py --data $(DATA)
+	$(PY) -m examples.language_model.wikitext2_demo --data $(DATA)
 
 test: install
 	$(PY) -m pytest -q tests
 
 bench: install
 	mkdir -p $(BENCH_DIR)
-	$(PY) -m fairseq_define.bench glt --json $(BENCH_DIR)/glt.json
-	$(PY) -m fairseq_define.bench embedding --data $(DATA) --json $(BENCH_DIR)/embedding.json
-	$(PY) -m fairseq_define.bench lm --data $(DATA) --cache $(BENCH_DIR)/wikitext-2-bin --json $(BENCH_DIR)/lm.json
+	$(PY) -m benchmarks glt --json $(BENCH_DIR)/glt.json
+	$(PY) -m benchmarks embedding --data $(DATA) --json $(BENCH_DIR)/embedding.json
+	$(PY) -m benchmarks lm --data $(DATA) --cache $(BENCH_DIR)/wikitext-2-bin --json $(BENCH_DIR)/lm.json
+	$(PY) -m benchmarks eval --data $(DATA) --cache $(BENCH_DIR)/wikitext-2-bin --json $(BENCH_DIR)/eval.json
 
 clean:
 	rm -rf $(VENV) $(BENCH_DIR) build *.egg-info

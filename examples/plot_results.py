@@ -1,10 +1,10 @@
-"""Figures for docs/results.md, drawn from fairseq's training logs and the studies' result files.
+"""Figures and tables for docs/results.md, redrawn from the committed logs and result files of the studies.
 
-    python examples/plot_results.py --lm runs/study-lm --out docs
+    python -m examples.plot_results [--results docs/results] [--out docs]
 
-Writes OUT/lm_valid_ppl.png (valid perplexity against updates and against wall time, one line per input) and
-OUT/lm_params.png (parameters of each model, split into map, DeFINE, context and output), and prints the
-results table in Markdown.
+For each study folder RESULTS/STUDY (lm_wikitext2, lm_wikitext2_diagnosis) with runs NAME/{train.log,result.json}:
+writes OUT/STUDY_valid_ppl.png (valid perplexity against updates and against training wall time, every run) and
+OUT/STUDY_params.png (parameters split into map, DeFINE, context and output), and prints the table in Markdown.
 """
 
 import argparse
@@ -18,75 +18,93 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+STUDIES = ("lm_wikitext2", "lm_wikitext2_diagnosis")
 VALID = re.compile(r"^(\S+ \S+) \| INFO \| valid \| epoch \d+ \| valid on 'valid' subset \| loss [\d.]+ \| ppl ([\d.]+)"
                    r".*\| num_updates (\d+)")
 START = re.compile(r"^(\S+ \S+) \| INFO \| fairseq_cli.train \| Start iterating over samples")
 
 
 def valid_curve(log_path):
-    """[(updates, seconds since training started, valid ppl)] from a fairseq-train log (--log-format simple)."""
-    start, points = None, []
+    """[(updates, seconds of training, valid ppl)] from a fairseq-train log (--log-format simple). A resumed run
+    appends a new process to the log; its clock continues from the previous process's last point."""
+    start, offset, last, points = None, 0.0, 0.0, []
     for line in open(log_path, encoding="utf-8"):
-        if start is None and (m := START.match(line)):
-            start = datetime.datetime.fromisoformat(m.group(1))
+        if m := START.match(line):
+            start, offset = datetime.datetime.fromisoformat(m.group(1)), last
         elif (m := VALID.match(line)) and start is not None:
-            seconds = (datetime.datetime.fromisoformat(m.group(1)) - start).total_seconds()
-            points.append((int(m.group(3)), seconds, float(m.group(2))))
+            last = offset + (datetime.datetime.fromisoformat(m.group(1)) - start).total_seconds()
+            points.append((int(m.group(3)), last, float(m.group(2))))
     return points
 
 
-def plot_lm(study_dir, out_dir):
-    runs = sorted(d for d in os.listdir(study_dir) if os.path.isfile(os.path.join(study_dir, d, "result.json")))
-    fig, (by_update, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+def finished_runs(study_dir):
+    names = sorted(d for d in os.listdir(study_dir) if os.path.isfile(os.path.join(study_dir, d, "result.json")))
+    return {name: json.load(open(os.path.join(study_dir, name, "result.json"))) for name in names}
+
+
+def plot_curves(study, study_dir, runs, out_dir):
+    fig, (by_update, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for name in runs:
         points = valid_curve(os.path.join(study_dir, name, "train.log"))
         if points:
             updates, seconds, ppl = zip(*points)
-            by_update.plot(updates, ppl, marker="o", label=name)
-            by_time.plot([s / 60 for s in seconds], ppl, marker="o", label=name)
-    by_update.set(xlabel="updates", ylabel="valid perplexity", yscale="log", title="WikiText-2: valid perplexity")
+            style = "--" if name.startswith("map") or name == "standard" else "-"
+            by_update.plot(updates, ppl, style, marker="o", markersize=3, label=name)
+            by_time.plot([s / 60 for s in seconds], ppl, style, marker="o", markersize=3, label=name)
+    by_update.set(xlabel="updates", ylabel="valid perplexity (first 51k valid tokens)", yscale="log",
+                  title=f"{study}: valid perplexity")
     by_time.set(xlabel="wall time (minutes, 2 CPU cores)", title="against wall time")
-    by_update.legend()
+    by_update.legend(fontsize=8)
     for ax in (by_update, by_time):
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "lm_valid_ppl.png"), dpi=110)
+    path = os.path.join(out_dir, f"{study}_valid_ppl.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
-    results = [json.load(open(os.path.join(study_dir, name, "result.json"))) for name in runs]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    bottom = [0] * len(results)
+
+def plot_params(study, runs, out_dir):
+    fig, ax = plt.subplots(figsize=(9, 4))
+    bottom = [0.0] * len(runs)
     for part in ("map", "define", "context", "output"):
-        values = [r["params"][part] / 1e6 for r in results]
-        ax.bar(runs, values, bottom=bottom, label=part)
+        values = [r["parts"][part] / 1e6 for r in runs.values()]
+        ax.bar(list(runs), values, bottom=bottom, label=part)
         bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set(ylabel="parameters (millions)", title="WikiText-2 models: where the parameters are")
+    ax.set(ylabel="parameters (millions)", title=f"{study}: where the parameters are")
+    ax.tick_params(axis="x", labelrotation=30)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "lm_params.png"), dpi=110)
+    path = os.path.join(out_dir, f"{study}_params.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
-def markdown_table(study_dir):
-    rows = ["| input | params | map | DeFINE | context | output | train words/s | valid ppl | test ppl |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name in sorted(os.listdir(study_dir)):
-        path = os.path.join(study_dir, name, "result.json")
-        if os.path.isfile(path):
-            r = json.load(open(path))
-            p = r["params"]
-            rows.append(f"| {name} | {p['total']:,} | {p['map']:,} | {p['define']:,} | {p['context']:,} | "
-                        f"{p['output']:,} | {r['train_wps']:,.0f} | {r['valid_ppl']:.2f} | {r['test_ppl']:.2f} |")
-    return "\n".join(rows)
+def markdown_table(runs):
+    lines = ["| row | n | d | unit | params | map | DeFINE | context | output | train s | valid ppl | test ppl |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in runs.items():
+        p = r["parts"]
+        test = "-" if r.get("test_ppl") is None else f"{r['test_ppl']:.2f}"
+        lines.append(f"| {name} | {r['n']} | {r['d']} | {r['transform']} | {p['total']:,} | {p['map']:,} | "
+                     f"{p['define']:,} | {p['context']:,} | {p['output']:,} | {r['train_wall_s']:.0f} | "
+                     f"{r['valid_ppl']:.2f} | {test} |")
+    return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lm", default="runs/study-lm", help="workdir of examples/language_model/wikitext2_study.py")
+    parser.add_argument("--results", default=os.path.join("docs", "results"))
     parser.add_argument("--out", default="docs")
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    plot_lm(args.lm, args.out)
-    print(f"wrote {args.out}/lm_valid_ppl.png, {args.out}/lm_params.png\n")
-    print(markdown_table(args.lm))
+    args = parser.parse_args(argv)
+    for study in STUDIES:
+        study_dir = os.path.join(args.results, study)
+        runs = finished_runs(study_dir) if os.path.isdir(study_dir) else {}
+        if not runs:
+            continue
+        written = [plot_curves(study, study_dir, runs, args.out), plot_params(study, runs, args.out)]
+        print(f"## {study}\n\nwrote {', '.join(written)}\n\n{markdown_table(runs)}\n")
 
 
 if __name__ == "__main__":

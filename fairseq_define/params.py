@@ -1,6 +1,6 @@
 """Parameter accounting for any registered fairseq architecture, stock or DeFINE.
 
-    python -m fairseq_define.params --arch transformer_lm_wiki103 --vocab-size 267744 --json
+    fairseq-define-params --arch transformer_lm_wiki103 --vocab-size 267744 --json   # or python -m fairseq_define.params
     python -m fairseq_define.params --arch define_transformer_lm_wiki103 --data data-bin/wikitext-103
     python -m fairseq_define.params --arch define_transformer_wmt_en_de --vocab-size 32768
 
@@ -69,7 +69,7 @@ def build_model(argv, device="meta"):
     if (known.data is None) == (known.vocab_size is None):
         raise SystemExit("give exactly one of --data DIR or --vocab-size V")
 
-    from fairseq import options, tasks, utils
+    from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.models import ARCH_MODEL_REGISTRY, FairseqLanguageModel
 
@@ -103,7 +103,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv or not argv:
         print(__doc__)
-        return None
+        return
     as_json = "--json" in argv
     argv = [a for a in argv if a != "--json"]
     model, _ = build_model(argv)
@@ -115,7 +115,6 @@ def main(argv=None):
         for part, value in counts.items():
             share = 100.0 * value / counts["total"] if counts["total"] else 0.0
             print(f"{part:>8}  {value:>{width},}  {share:5.1f}%")
-    return counts
 
 
 if __name__ == "__main__":

@@ -1,31 +1,18 @@
-"""Run fairseq's command-line tools (as installed next to this Python) with the plugin, and a WikiText-2 slice."""
+"""fairseq's command-line tools with the plugin (examples.common's runner), and a small WikiText-2 slice."""
 
 import os
-import subprocess
-import sys
 
-from tests.conftest import REPO_ROOT
+from examples.common import PLUGIN, fairseq
+from examples.common import run as run_command
 
-PLUGIN = os.path.join(REPO_ROOT, "fairseq_define")
-TOOLS = {
-    "preprocess": "fairseq_cli.preprocess",
-    "train": "fairseq_cli.train",
-    "eval_lm": "fairseq_cli.eval_lm",
-    "generate": "fairseq_cli.generate",
-    "interactive": "fairseq_cli.interactive",
-}
+__all__ = ["PLUGIN", "run", "wikitext_slice"]
 
 
 def run(tool, *args, check=True, stdin=None, timeout=600, user_dir=True):
-    """`fairseq-<tool> args` in a subprocess; returns the CompletedProcess (stdout and stderr as text)."""
-    command = [sys.executable, "-m", TOOLS[tool], *map(str, args)]
-    if user_dir and tool != "preprocess":
-        command += ["--user-dir", PLUGIN]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    out = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return out
+    """`fairseq-<tool> args` in a subprocess (tool: train, eval_lm, generate, interactive, preprocess), with the
+    plugin unless `user_dir` is False; returns the CompletedProcess (stdout and stderr as text)."""
+    return run_command(fairseq(tool.replace("_", "-"), *args, user_dir=user_dir), echo=False, check=check,
+                       stdin=stdin, timeout=timeout)
 
 
 def wikitext_slice(source_dir, dest_dir, lines=(1500, 150, 150)):

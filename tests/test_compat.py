@@ -4,7 +4,7 @@ import io
 import numpy as np
 import torch
 
-import fairseq_define  # noqa: F401  (applies the shims)
+import fairseq_define.plugin  # noqa: F401  (applies the shims)
 
 
 def test_namespace_checkpoint_loads_with_default_weights_only():

@@ -1,14 +1,9 @@
-import importlib.util
-import os
-
-from tests.conftest import REPO_ROOT
+import importlib
+import sys
 
 
 def load(relative):
-    spec = importlib.util.spec_from_file_location(relative.replace("/", "_"), os.path.join(REPO_ROOT, relative))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(relative[:-len(".py")].replace("/", "."))
 
 
 def test_wmt14_training_data_is_concatenated_and_filtered(tmp_path):
@@ -41,3 +36,22 @@ def test_plot_reads_valid_curves_from_fairseq_logs(tmp_path):
         "wps 4158.1 | wpb 2047.2 | bsz 16 | num_updates 200 | best_loss 9.1\n"
     )
     assert plot.valid_curve(str(log)) == [(100, 60.0, 733.09), (200, 150.0, 548.75)]
+
+
+def test_grad_norms_records_every_part_during_fairseq_training(tmp_path):
+    import json
+
+    from examples.common import run
+    from tests import cli
+    from tests.conftest import data_dir
+
+    data = cli.wikitext_slice(data_dir("wikitext-2"), str(tmp_path / "wt2"), lines=(300, 30, 30))
+    out = tmp_path / "grad_norms.json"
+    run([sys.executable, "-m", "examples.language_model.grad_norms", out, data, "--user-dir", cli.PLUGIN, "--task",
+         "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny", "--tokens-per-sample", 32, "--max-tokens",
+         256, "--optimizer", "adam", "--lr", 0.001, "--max-update", 20, "--cpu", "--save-dir", tmp_path / "ckpt",
+         "--no-save"], echo=False)
+    record = json.loads(out.read_text())
+    assert record["updates"] == [10, 20]
+    for part in ("map", "define", "context", "output"):
+        assert len(record[part]) == 2 and all(value > 0 for value in record[part]), part

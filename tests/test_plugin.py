@@ -30,3 +30,33 @@ def test_user_dir_as_installed_package_path_from_anywhere(tmp_path):
     package_dir = os.path.dirname(fairseq_define.__file__)
     path, _ = load_plugin(package_dir, str(tmp_path))
     assert os.path.dirname(path) == package_dir
+
+
+def test_user_dir_registers_everything_the_plugin_adds():
+    code = (
+        "import argparse, sys; from fairseq import utils; "
+        "utils.import_user_module(argparse.Namespace(user_dir=sys.argv[1])); "
+        "from fairseq.models import ARCH_MODEL_REGISTRY as A; from fairseq.tasks import TASK_REGISTRY as T; "
+        "from fairseq.criterions import CRITERION_REGISTRY as C; from fairseq.optim import OPTIMIZER_REGISTRY as O; "
+        "from fairseq.optim.lr_scheduler import LR_SCHEDULER_REGISTRY as S; "
+        "print(all(a in A for a in ['define_transformer_lm', 'define_transformer', 'define_transformer_xl_tiny', "
+        "'define_awd_lstm_tiny']), 'bptt_lm' in T, all(c in C for c in ['define_bptt_nll', 'ar_tar_cross_entropy']), "
+        "'nt_asgd' in O, 'nt_asgd_trigger' in S)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, "fairseq_define"], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True"] * 5
+
+
+def test_one_version_and_the_accounting_entry_point():
+    from importlib.metadata import version
+
+    import fairseq_define
+
+    assert version("fairseq_define") == fairseq_define.__version__
+    tool = os.path.join(os.path.dirname(sys.executable), "fairseq-define-params")
+    out = subprocess.run([tool, "--arch", "define_transformer_lm_gpt2_tiny", "--vocab-size", "300", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert '"define": 16440' in out.stdout.strip().splitlines()[-1]

@@ -1,6 +1,6 @@
 """The project's main job (`make demo`): train a small DeFINE language model on WikiText-2 with fairseq's CLIs.
 
-    python examples/language_model/wikitext2_demo.py [--data ../shared/data/wikitext-2] [--workdir runs/demo]
+    python -m examples.language_model.wikitext2_demo [--data ../shared/data/wikitext-2] [--workdir runs/demo]
 
 Steps, each a real fairseq command printed before it runs: fairseq-preprocess (once), fairseq-train (progress
 every 25 updates), fairseq-eval-lm on the test set; then the parameter breakdown of this model next to the same
@@ -11,35 +11,18 @@ the hub interface. About 5-6 minutes on 2 CPU cores.
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-PLUGIN = os.path.join(REPO, "fairseq_define")
-
-sys.path.insert(0, REPO)
-from fairseq_define.cli import preprocess_wikitext, tool  # noqa: E402
-from fairseq_define.recipes import ADAPTIVE_LOSS, SMALL_ADAPTIVE_LM, SMALL_DEFINE_LM  # noqa: E402
-
-
-def run(command, capture=False):
-    print("\n$ " + " ".join(command), flush=True)
-    if capture:
-        out = subprocess.run(command, capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(out.stdout + out.stderr)
-        return out
-    subprocess.run(command, check=True)
+from examples.common import PLUGIN, SHARED_DATA, eval_lm, fairseq, preprocess_wikitext, run
+from examples.recipes import ADAPTIVE_LOSS, SMALL_ADAPTIVE_LM, SMALL_DEFINE_LM
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "wikitext-2"),
+    parser.add_argument("--data", default=os.path.join(SHARED_DATA, "wikitext-2"),
                         help="folder with wiki.{train,valid,test}.tokens")
-    parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "demo"))
+    parser.add_argument("--workdir", default=os.path.join("runs", "demo"))
     parser.add_argument("--max-update", type=int, default=450)
     args = parser.parse_args()
     start = time.time()
@@ -47,22 +30,19 @@ def main():
     data_bin = preprocess_wikitext(os.path.abspath(args.data), os.path.join(args.workdir, "data-bin"))
 
     save_dir = os.path.join(args.workdir, "checkpoints")
-    run([tool("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--task", "language_modeling", *SMALL_DEFINE_LM,
-         *ADAPTIVE_LOSS,
+    os.makedirs(save_dir, exist_ok=True)
+    run(fairseq("train", data_bin, "--task", "language_modeling", *SMALL_DEFINE_LM, *ADAPTIVE_LOSS,
          "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.003", "--lr-scheduler", "inverse_sqrt",
          "--warmup-updates", "100", "--clip-norm", "1.0", "--max-tokens", "2048", "--max-update", str(args.max_update),
          "--cpu", "--seed", "1", "--log-format", "simple", "--log-interval", "25", "--save-dir", save_dir,
-         "--no-epoch-checkpoints", "--disable-validation"])
+         "--no-epoch-checkpoints", "--disable-validation"), log=os.path.join(save_dir, "train.log"))
 
-    out = run([tool("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path",
-               os.path.join(save_dir, "checkpoint_last.pt"), "--gen-subset", "test", "--tokens-per-sample", "128",
-               "--max-tokens", "4096", "--cpu"], capture=True)
-    perplexity = float(re.search(r"Perplexity: ([\d.]+)", out.stdout + out.stderr).group(1))
+    perplexity = eval_lm(data_bin, os.path.join(save_dir, "checkpoint_last.pt"), "test")
 
     counts = {}
     for name, model in (("DeFINE", SMALL_DEFINE_LM), ("adaptive input", SMALL_ADAPTIVE_LM)):
         counts[name] = json.loads(run([sys.executable, "-m", "fairseq_define.params", "--data", data_bin, *model,
-                                       "--json"], capture=True).stdout)
+                                       "--json"]).stdout)
 
     import torch
     from fairseq.models.transformer_lm import TransformerLanguageModel

@@ -1,8 +1,8 @@
 """Does DeFINE deliver? The paper's Table 2 / Table 1a comparison on WikiText-2: rows that differ only by the unit.
 
-    python examples/language_model/wikitext2_study.py [--data ../shared/data/wikitext-2] [--only map-256 define-256]
-    python examples/language_model/wikitext2_study.py --study diagnosis   # short matched runs: why, when it loses
-    python examples/plot_results.py                                      # tables and figures from the results
+    python -m examples.language_model.wikitext2_study [--data ../shared/data/wikitext-2] [--only map-256 define-256]
+    python -m examples.language_model.wikitext2_study --study diagnosis   # short matched runs: why, when it loses
+    python -m examples.plot_results                                       # tables and figures from the results
 
 One context model for every row (2 pre-norm layers, 256 wide, FFN 1024, 4 heads, 128-token blocks, dropout 0.1),
 the same recipe, updates, tokens and seed. Rows (`ROWS`):
@@ -21,16 +21,9 @@ span sessions. The table goes to RESULTS.json (`{"rows": [...]}`).
 import argparse
 import json
 import os
-import re
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+from examples.common import REPO, SHARED_DATA, eval_lm, fairseq, preprocess_wikitext, run, train_wall_seconds
 
-from fairseq_define.cli import preprocess_wikitext, run, tool  # noqa: E402
-
-PLUGIN = os.path.join(REPO, "fairseq_define")
 CONTEXT = ["--decoder-layers", "2", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024",
            "--decoder-attention-heads", "4", "--decoder-normalize-before", "--tokens-per-sample", "128",
            "--dropout", "0.1"]
@@ -64,10 +57,15 @@ ROWS = {
                                                "--share-decoder-input-output-embed"]},
     "define-64-n-space": map_row(64, d=64, unit=UNIT),
 }
-# Short matched runs at n = 256 (same recipe, --max-update 1000 = one epoch): what holds DeFINE back.
+# Short matched runs at n = 256 (same recipe, --max-update 1000 = one epoch, gradient norms per part recorded):
+# what holds DeFINE back. `recipe` flags come after RECIPE's, so they win.
 DIAGNOSIS = {
     "map-256": map_row(256),
     "define-256": map_row(256, unit=UNIT),
+    "map-256-lr1e-3": dict(map_row(256), recipe=["--lr", "0.001"]),
+    "define-256-lr1e-3": dict(map_row(256, unit=UNIT), recipe=["--lr", "0.001"]),
+    "map-256-lr1e-2": dict(map_row(256), recipe=["--lr", "0.01"]),
+    "define-256-lr1e-2": dict(map_row(256, unit=UNIT), recipe=["--lr", "0.01"]),
     "define-256-scale-weights": map_row(256, unit=[*UNIT, "--define-output-scale", "weights"]),
     "linear-256": map_row(256, unit=[*UNIT, "--define-transform", "linear", "--define-depth", "1",
                                      "--define-expand-dim", "256", "--define-norm", "none",
@@ -78,18 +76,6 @@ DIAGNOSIS = {
 STUDIES = {"main": (ROWS, 2000), "diagnosis": (DIAGNOSIS, 1000)}
 
 
-def perplexity(data_bin, checkpoint, subset):
-    out = run([tool("fairseq-eval-lm"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint, "--gen-subset", subset,
-               "--tokens-per-sample", "128", "--max-tokens", "4096", "--cpu"])
-    return float(re.search(r"Perplexity: ([\d.]+)", out.stdout + out.stderr).group(1))
-
-
-def train_wall_seconds(log: str) -> float:
-    """fairseq's own training time (validation excluded): the sum of its per-epoch `train_wall`, over every
-    process of a resumed run (each logs only the epochs it ran)."""
-    return float(sum(float(x) for x in re.findall(r"\| train \| epoch \d+ .*?\| train_wall ([\d.]+)", log)))
-
-
 def parameters(data_bin, flags):
     from fairseq_define.params import build_model, count_parts
 
@@ -97,7 +83,7 @@ def parameters(data_bin, flags):
     return count_parts(model)
 
 
-def run_one(name, row, data_bin, workdir, results, max_update, score_test):
+def run_one(name, row, data_bin, workdir, results, max_update, score_test, record_grad_norms):
     out_dir, save_dir = os.path.join(results, name), os.path.join(workdir, name)
     result_path = os.path.join(out_dir, "result.json")
     if os.path.isfile(result_path):
@@ -106,23 +92,24 @@ def run_one(name, row, data_bin, workdir, results, max_update, score_test):
     os.makedirs(out_dir, exist_ok=True)
     os.makedirs(save_dir, exist_ok=True)
     log_path = os.path.join(out_dir, "train.log")
-    command = [tool("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--task", "language_modeling", *row["flags"],
-               *RECIPE, "--max-update", str(max_update), "--save-dir", save_dir]
-    print(f"[{name}] $ {' '.join(command)}", flush=True)
-    with open(log_path, "a") as log:  # appended: a resumed run continues the same log
-        if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode:
-            sys.exit(f"[{name}] fairseq-train failed; see {log_path}")
+    print(f"[{name}]", flush=True)  # the log is appended to: a resumed run continues it
+    recipe = [*RECIPE, *row.get("recipe", []), "--max-update", max_update, "--save-dir", save_dir]
+    command = fairseq("train", data_bin, "--task", "language_modeling", *row["flags"], *recipe)
+    if record_grad_norms:  # the same fairseq-train, in a process that records per-part gradient norms
+        command[1:3] = ["-m", "examples.language_model.grad_norms", os.path.join(out_dir, "grad_norms.json")]
+    run(command, log=log_path)
     log = open(log_path).read()
     checkpoint = os.path.join(save_dir, "checkpoint_last.pt")
     counts = parameters(data_bin, row["flags"])
     result = {"name": name, "n": row["n"], "d": row["d"], "transform": transform_of(row["flags"]),
               "params": counts["total"], "define_params": counts["define"], "parts": counts,
-              "valid_ppl": perplexity(data_bin, checkpoint, "valid"),
-              "test_ppl": perplexity(data_bin, checkpoint, "test") if score_test else None,
-              "updates": max_update, "train_wall_s": train_wall_seconds(log), "flags": row["flags"], "recipe": RECIPE}
+              "valid_ppl": eval_lm(data_bin, checkpoint, "valid"),
+              "test_ppl": eval_lm(data_bin, checkpoint, "test") if score_test else None,
+              "updates": max_update, "train_wall_s": train_wall_seconds(log), "flags": row["flags"],
+              "recipe": recipe[:-2]}
     json.dump(result, open(result_path, "w"), indent=2)
-    print(f"[{name}] valid ppl {result['valid_ppl']:.2f}, test ppl {result['test_ppl']:.2f}, "
-          f"{counts['total']:,} parameters, {result['train_wall_s']:.0f} s", flush=True)
+    print(f"[{name}] valid ppl {result['valid_ppl']:.2f}, {counts['total']:,} parameters, "
+          f"{result['train_wall_s']:.0f} s", flush=True)
     return result
 
 
@@ -134,7 +121,7 @@ def transform_of(flags):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "wikitext-2"))
+    parser.add_argument("--data", default=os.path.join(SHARED_DATA, "wikitext-2"))
     parser.add_argument("--study", choices=list(STUDIES), default="main")
     parser.add_argument("--workdir", default=os.path.join(REPO, "runs"))
     parser.add_argument("--results", default=os.path.join(REPO, "docs", "results"))
@@ -149,8 +136,9 @@ def main(argv=None):
     tag = "lm_wikitext2" if args.study == "main" else "lm_wikitext2_diagnosis"
     data_bin = preprocess_wikitext(os.path.abspath(args.data), os.path.join(args.workdir, "wikitext-2-bin"))
     results = os.path.join(args.results, tag)
-    score_test = args.study == "main"  # diagnosis runs choose on validation only
-    finished = [run_one(name, rows[name], data_bin, os.path.join(args.workdir, tag), results, max_update, score_test)
+    diagnosis = args.study == "diagnosis"  # diagnosis runs choose on validation only, and record gradient norms
+    finished = [run_one(name, rows[name], data_bin, os.path.join(args.workdir, tag), results, max_update,
+                        score_test=not diagnosis, record_grad_norms=diagnosis)
                 for name in (args.only or rows)]
     table = {}
     for name in rows:  # every finished row, also those of earlier invocations

@@ -1,9 +1,9 @@
 """Multi30k en->de, raw text to sacreBLEU: the baseline Transformer and the DeFINE one, same recipe.
 
-    python examples/translation/multi30k.py --model both [--data ../shared/data/multi30k] [--workdir runs/multi30k]
+    python -m examples.translation.multi30k --model both [--data ../shared/data/multi30k] [--workdir runs/multi30k]
 
-Steps (fairseq_define.mt_pipeline): joint BPE with sentencepiece on the training text of both languages, encode,
-fairseq-preprocess with a joined dictionary, fairseq-train (fairseq_define.mt_pipeline.RECIPE), fairseq-generate
+Steps (examples/translation/pipeline.py): joint BPE with sentencepiece on the training text of both languages, encode,
+fairseq-preprocess with a joined dictionary, fairseq-train (pipeline.RECIPE), fairseq-generate
 on test2016 (beam 5, every sentence), detokenize, sacreBLEU BLEU and chrF against the raw references. Prints the
 scores with their signatures and the parameter counts, and writes WORKDIR/results.json (and the training logs,
 WORKDIR/train-MODEL.log, and hypotheses).
@@ -12,16 +12,13 @@ WORKDIR/train-MODEL.log, and hypotheses).
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-
-from fairseq_define import mt_pipeline  # noqa: E402
-from fairseq_define.recipes import SMALL_MT_BASELINE, SMALL_MT_DEFINE  # noqa: E402
+from examples.common import REPO, SHARED_DATA, words_per_second
+from examples.recipes import SMALL_MT_BASELINE, SMALL_MT_DEFINE
+from examples.translation import pipeline as mt_pipeline
 
 MODELS = {"baseline": SMALL_MT_BASELINE, "define": SMALL_MT_DEFINE}
 SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
@@ -47,19 +44,9 @@ def parameter_counts(data_bin: str, model_flags) -> dict:
     return json.loads(out.stdout)
 
 
-def words_per_second(log: str) -> float:
-    """Target words per second of training over the whole run, from fairseq's per-epoch `train` lines."""
-    words = seconds = previous_updates = 0.0
-    for wpb, updates, wall in re.findall(r"\| train \| .*?\| wpb ([\d.]+) .*?\| num_updates (\d+) .*?\| train_wall ([\d.]+)", log):
-        words += float(wpb) * (int(updates) - previous_updates)
-        seconds += float(wall)
-        previous_updates = int(updates)
-    return words / seconds if seconds else float("nan")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "multi30k"))
+    parser.add_argument("--data", default=os.path.join(SHARED_DATA, "multi30k"))
     parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "multi30k"))
     parser.add_argument("--model", choices=["baseline", "define", "both"], default="both")
     parser.add_argument("--vocab-size", type=int, default=8000)
@@ -81,7 +68,8 @@ def main(argv=None):
         save_dir = os.path.join(args.workdir, f"checkpoints-{name}")
         start = time.time()
         log = mt_pipeline.train(data_bin, save_dir, model_flags,
-                                extra=[*args.extra.split(), "--max-update", args.max_update, "--cpu"])
+                                extra=["--no-epoch-checkpoints", *args.extra.split(), "--max-update", args.max_update,
+                                       "--cpu"])
         train_seconds = time.time() - start
         with open(os.path.join(args.workdir, f"train-{name}.log"), "w") as f:
             f.write(log)

@@ -1,11 +1,11 @@
 """WMT'14 en->de with a DeFINE Transformer (paper Table 3: n=128, k=1024, m=512, N=3), for GPU machines.
 
-    python examples/translation/wmt14_en_de.py --workdir runs/wmt14 [--arch define_transformer_wmt_en_de]
-    python examples/translation/wmt14_en_de.py --workdir runs/wmt14-base --arch transformer_wmt_en_de  # baseline
+    python -m examples.translation.wmt14_en_de --workdir runs/wmt14 [--arch define_transformer_wmt_en_de]
+    python -m examples.translation.wmt14_en_de --workdir runs/wmt14-base --arch transformer_wmt_en_de  # baseline
 
 Downloads the standard training data (Europarl v7, Common Crawl, News Commentary v12; newstest2013 for
 validation) on your machine, takes newstest2014 (`wmt14/full`) from sacreBLEU, then runs the same steps as
-examples/translation/multi30k.py (fairseq_define.mt_pipeline: joint sentencepiece BPE, fairseq-preprocess with a
+examples/translation/multi30k.py (examples/translation/pipeline.py: joint sentencepiece BPE, fairseq-preprocess with a
 joined dictionary, fairseq-train, fairseq-generate, sacreBLEU). Training flags follow fairseq's
 examples/scaling_nmt recipe for one GPU (update-freq 8 ~ 8 GPUs); allow about a day on one recent GPU.
 """
@@ -17,10 +17,8 @@ import sys
 import tarfile
 import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
-
-from fairseq_define import mt_pipeline  # noqa: E402
+from examples.common import REPO
+from examples.translation import pipeline as mt_pipeline
 
 ARCHIVES = {
     "training-parallel-europarl-v7.tgz": "http://statmt.org/wmt13/training-parallel-europarl-v7.tgz",

@@ -4,4 +4,4 @@ from fairseq_define import compat
 
 compat.apply()
 
-from fairseq_define.models import define_transformer, define_transformer_lm  # noqa: E402,F401
+from fairseq_define.models import define_transformer, define_transformer_lm, lstm_lm, transformer_xl_lm  # noqa: E402,F401,E501

@@ -168,6 +168,8 @@ class DefineEmbedding(nn.Module):
 
     def inference_table(self) -> torch.Tensor:
         """The V x m table of unit outputs, built in chunks of `cache_chunk` ids (bounded peak memory)."""
+        if self.unit is None:
+            raise RuntimeError("DefineEmbedding.inference_table: --define-transform none has no unit to tabulate")
         key = self._table_context()
         if self._table is None or self._table_key != key:
             self._drop_table()
@@ -238,7 +240,7 @@ class DefineEmbedding(nn.Module):
         projection (the most frequent tokens; rarer bands cost less).
         """
         def row(part, group, modules, macs=None):
-            weights = sum(m.weight.numel() for m in modules if m is not None)
+            weights = sum(m.weight.numel() for m in modules if getattr(m, "weight", None) is not None)
             biases = sum(m.bias.numel() for m in modules if m is not None and getattr(m, "bias", None) is not None)
             return {"part": part, "group": group, "weights": weights, "biases": biases, "norm": 0,
                     "macs_per_token": weights if macs is None else macs}
@@ -246,7 +248,8 @@ class DefineEmbedding(nn.Module):
         if self.is_adaptive:
             tables = [band[0] for band in self.map.embeddings]
             projections = [band[1] for band in self.map.embeddings]
-            rows = [row("map", "map", tables + projections, macs=projections[0].weight.numel())]
+            first = getattr(projections[0], "weight", None)  # None: band 0 is not projected (n == d)
+            rows = [row("map", "map", tables + projections, macs=0 if first is None else first.numel())]
         else:
             rows = [row("map", "map", [self.map], macs=0)]
             if self.map_proj is not None:

@@ -1,15 +1,15 @@
-import importlib.util
+import importlib
 import os
 
 import pytest
 import torch
 
-from fairseq_define import mt_pipeline
+from examples.translation import pipeline as mt_pipeline
 from fairseq_define.models.define_transformer import DefineTransformerModel
 from fairseq_define.modules.define_embedding import DefineEmbedding
 from fairseq_define.params import build_model
 from tests import cli
-from tests.conftest import REPO_ROOT, data_dir
+from tests.conftest import data_dir
 
 TINY_FLAGS = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 64 --decoder-embed-dim 64 "
               "--encoder-ffn-embed-dim 128 --decoder-ffn-embed-dim 128 --encoder-attention-heads 2 "
@@ -18,11 +18,7 @@ TINY_DEFINE_FLAGS = "--define-map-dim 32 --define-expand-dim 128"
 
 
 def load_example():
-    path = os.path.join(REPO_ROOT, "examples", "translation", "multi30k.py")
-    spec = importlib.util.spec_from_file_location("multi30k_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("examples.translation.multi30k")
 
 
 @pytest.fixture(scope="module")

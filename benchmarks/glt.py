@@ -1,6 +1,6 @@
 """GLT benchmark: this GroupLinear vs the authors' transposing layout vs a dense linear (the roofline).
 
-    python -m fairseq_define.bench glt --json bench-results/glt.json
+    python -m benchmarks glt --json bench-results/glt.json
 
 Forward + backward of a 1024 -> 1024 layer on `tokens` rows, for g in {1, 2, 4, 8, 16}. `ours` is GroupLinear's
 row-major entry (row-major in and out, the same contract as the reference); `ours_group_major` is its group-major
@@ -11,10 +11,9 @@ useful FLOPs = 6 * tokens * in * out / g (forward, grad-input, grad-weight).
 """
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from fairseq_define.bench.timing import meta, print_table, time_interleaved, write_json
+from benchmarks.timing import meta, print_table, time_interleaved
 from fairseq_define.modules.group_linear import GroupLinear, to_group_major
 
 

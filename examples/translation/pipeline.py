@@ -15,9 +15,7 @@ import os
 import re
 from typing import Dict, List, Sequence
 
-from fairseq_define.cli import run, tool
-
-PLUGIN = os.path.dirname(os.path.abspath(__file__))
+from examples.common import fairseq, run
 
 # The recipe shared by the baseline and the DeFINE model (Multi30k-sized; dropout and label smoothing as in
 # fairseq's IWSLT recipe).
@@ -64,15 +62,17 @@ def preprocess(text_dir: str, dest_dir: str, src: str, tgt: str, splits=("train"
     if not os.path.isfile(os.path.join(dest_dir, f"dict.{src}.txt")):
         prefixes = {"train": "--trainpref", "valid": "--validpref", "test": "--testpref"}
         args = [a for split in splits for a in (prefixes[split], os.path.join(text_dir, split))]
-        run([tool("fairseq-preprocess"), "--source-lang", src, "--target-lang", tgt, *args, "--destdir", dest_dir,
-             "--joined-dictionary", "--workers", "2"])
+        run(fairseq("preprocess", "--source-lang", src, "--target-lang", tgt, *args, "--destdir", dest_dir,
+                     "--joined-dictionary", "--workers", "2"))
     return dest_dir
 
 
-def train(data_bin: str, save_dir: str, model_flags: Sequence[str], recipe=RECIPE, extra: Sequence[str] = ()) -> str:
-    """fairseq-train; returns its log (stdout + stderr)."""
-    out = run([tool("fairseq-train"), data_bin, "--user-dir", PLUGIN, "--task", "translation", *model_flags, *recipe,
-               "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format", "simple", *extra], stream=True)
+def train(data_bin: str, save_dir: str, model_flags: Sequence[str], recipe=RECIPE, extra: Sequence[str] = (),
+          log: str = None) -> str:
+    """fairseq-train (epoch checkpoints as the recipe and `extra` say); returns its log, also appended to `log`."""
+    os.makedirs(save_dir, exist_ok=True)
+    out = run(fairseq("train", data_bin, "--task", "translation", *model_flags, *recipe, "--save-dir", save_dir,
+                      "--log-format", "simple", *extra), log=log or os.path.join(save_dir, "train.log"))
     return out.stdout
 
 
@@ -81,9 +81,9 @@ def generate(data_bin: str, checkpoint: str, subset: str = "test", beam: int = 5
 
     `--required-batch-size-multiple 1`: otherwise fairseq drops a last batch that is not a multiple of 8.
     """
-    out = run([tool("fairseq-generate"), data_bin, "--user-dir", PLUGIN, "--path", checkpoint, "--gen-subset", subset,
-               "--beam", beam, "--remove-bpe", "sentencepiece", "--required-batch-size-multiple", 1,
-               "--max-tokens", 8000, *extra])
+    out = run(fairseq("generate", data_bin, "--path", checkpoint, "--gen-subset", subset, "--beam", beam,
+                      "--remove-bpe", "sentencepiece", "--required-batch-size-multiple", 1, "--max-tokens", 8000,
+                      *extra))
     detok = {}
     for line in out.stdout.splitlines():
         match = re.match(r"^D-(\d+)\t[^\t]*\t(.*)$", line)

@@ -1,20 +1,20 @@
-"""python -m fairseq_define.bench BENCH [--json PATH] [--device cpu|cuda] [--dtype float32|float16|bfloat16]"""
+"""python -m benchmarks BENCH [--json PATH] [--device cpu|cuda] [--dtype float32|float16|bfloat16]"""
 
 import argparse
 import importlib
 
 import torch
 
-from fairseq_define.bench.timing import write_json
+from benchmarks.timing import write_json
 
-BENCHES = ("glt", "embedding", "lm")
+BENCHES = ("glt", "embedding", "lm", "eval")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fairseq_define.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="bench", required=True)
     for name in BENCHES:
-        module = importlib.import_module(f"fairseq_define.bench.{name}")
+        module = importlib.import_module(f"benchmarks.{name}")
         p = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0])
         p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
         p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

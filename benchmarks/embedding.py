@@ -1,24 +1,25 @@
 """Embedding benchmark on real WikiText-2 batches: DeFINE vs adaptive input vs a plain embedding table.
 
-    python -m fairseq_define.bench embedding --data ../shared/data/wikitext-2 --json bench-results/embedding.json
+    python -m benchmarks embedding --data ../shared/data/wikitext-2 --json bench-results/embedding.json
 
 Batches: 16 random blocks of 512 contiguous training tokens (8,192 tokens); the vocabulary is built from the
 training file in frequency order, as fairseq's dictionary does. Forward + backward of (a) DefineEmbedding,
 (b) the same with dedupe off, (c) a reference DeFINE written the way the authors' public code runs it (GLTs that
-transpose in and out of every layer, chunk-wise concatenation for the mixer, no dedupe), (d) fairseq's
-AdaptiveInput (dim 512, cutoffs 5000,20000, factor 4), (e) nn.Embedding(V, 512); and eval-mode forward of
-(f) DefineEmbedding with its cache and (g) nn.Embedding.
+transpose in and out of every layer, chunk-wise concatenation for the mixer, no dedupe), (d) the same Map without
+the unit (`transform="none"`: the n-wide table projected to 512, the equal-n control), (e) fairseq's AdaptiveInput
+(dim 512, cutoffs 5000,20000, factor 4), (f) nn.Embedding(V, 512); and inference-mode forward of (g) DefineEmbedding
+with its inference table (after prepare_for_inference) and (h) nn.Embedding.
 """
 
 import copy
 import os
 from collections import Counter
+from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
-from fairseq_define.bench.glt import reference_glt
-from fairseq_define.bench.timing import meta, print_table, time_interleaved
+from benchmarks.glt import reference_glt
+from benchmarks.timing import meta, print_table, time_interleaved
 from fairseq_define.modules.define_embedding import DefineEmbedding
 
 PAD = 1  # fairseq's dictionary: <s>=0, <pad>=1, </s>=2, <unk>=3
@@ -56,7 +57,7 @@ def reference_define(emb: DefineEmbedding, tokens: torch.Tensor) -> torch.Tensor
     -> transpose -> contiguous), per-group LayerNorm through a view, and the mixer as a concatenation of
     interleaved chunks; the unit runs on every position. Uses `emb`'s parameters, so the outputs must agree."""
     unit = emb.unit
-    e = emb.map(tokens).reshape(-1, emb.map_dim)
+    e = emb.map(tokens).reshape(-1, emb.input_dim)
     h = None
     for layer, (spec, glt, norm) in enumerate(zip(unit.specs, unit.layers, unit.norms)):
         g = spec.groups
@@ -71,7 +72,7 @@ def reference_define(emb: DefineEmbedding, tokens: torch.Tensor) -> torch.Tensor
         rows = h.shape[0]
         h = norm(h.view(rows, g, -1)).view(rows, -1)
         h = unit.dropout(unit.activation(h))
-    out = unit.reduce(h)
+    out = unit.reduce(h) * unit.output_scale
     out = out.masked_fill(tokens.reshape(-1, 1) == emb.padding_idx, 0.0)
     return out.view(*tokens.shape, -1)
 
@@ -90,7 +91,9 @@ def run(args, device, dtype):
                        max_groups=args.max_groups, embedding_dim=args.embed_dim)
     define = DefineEmbedding(vocab, PAD, **define_args).to(device, dtype)
     define_no_dedupe, reference, define_eval = (copy.deepcopy(define) for _ in range(3))
-    define_no_dedupe.dedupe = False
+    define_no_dedupe.config = replace(define.config, dedupe=False)
+    none = DefineEmbedding(vocab, PAD, **dict(define_args, transform="none")).to(device, dtype)
+    define_eval.prepare_for_inference()
     define_eval.eval()
     from fairseq.modules import AdaptiveInput
 
@@ -122,6 +125,7 @@ def run(args, device, dtype):
         "define": train_step(define),
         "define_no_dedupe": train_step(define_no_dedupe),
         "reference_define": train_step(reference, reference_define),
+        "map_only": train_step(none),
         "adaptive_input": train_step(adaptive),
         "embedding": train_step(embedding),
     }
@@ -138,6 +142,7 @@ def run(args, device, dtype):
         ms.update(timed)
     params = {name: sum(p.numel() for p in module.parameters()) for name, module in
               [("define", define), ("define_no_dedupe", define_no_dedupe), ("reference_define", reference),
+               ("map_only", none),
                ("adaptive_input", adaptive), ("embedding", embedding)]}
 
     rows = [{"name": name, "ms": value, "params": params.get(name, float("nan")),
@@ -157,6 +162,7 @@ def run(args, device, dtype):
         "unique_per_batch": unique_per_batch,
         "ratios": {
             "define_vs_adaptive_input": ms["define"] / ms["adaptive_input"],
+            "define_vs_map_only": ms["define"] / ms["map_only"],
             "define_vs_reference_define": ms["define"] / ms["reference_define"],
             "define_cached_eval_vs_embedding_eval": ms["define_cached_eval"] / ms["embedding_eval"],
         },

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks {glt,...} --json PATH``. Each prints a table and writes JSON."""

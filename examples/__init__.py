@@ -1,0 +1,1 @@
+"""Runnable recipes and studies (run from the repository root as `python -m examples....`)."""

@@ -1,0 +1,51 @@
+"""The benchmarks run and write the documented JSON (tiny sizes; no timing is asserted)."""
+
+import json
+
+from benchmarks.__main__ import main
+from tests.conftest import data_dir
+
+
+def test_glt_bench_writes_rows(tmp_path):
+    path = tmp_path / "glt.json"
+    main(["glt", "--features", "64", "--tokens", "32", "--groups", "1", "4", "--rounds", "1", "--json", str(path)])
+    result = json.loads(path.read_text())
+    assert {"torch", "threads"} <= set(result["meta"])
+    assert [(r["tokens"], r["groups"]) for r in result["rows"]] == [(32, 1), (32, 4)]
+    for row in result["rows"]:
+        assert {"ms_ours", "ms_reference", "ms_dense", "speedup_vs_reference", "fraction_of_dense"} <= set(row)
+        assert row["ms_ours"] > 0
+
+
+def test_embedding_bench_writes_all_candidates(tmp_path):
+    path = tmp_path / "embedding.json"
+    main(["embedding", "--data", data_dir("wikitext-2"), "--blocks", "2", "--block-size", "64", "--batches", "2",
+          "--map-dim", "32", "--expand-dim", "64", "--embed-dim", "32", "--rounds", "1", "--json", str(path)])
+    result = json.loads(path.read_text())
+    assert set(result["ms"]) == {"define", "define_no_dedupe", "reference_define", "map_only", "adaptive_input",
+                                 "embedding", "define_cached_eval", "embedding_eval"}
+    assert set(result["params"]) == {"define", "define_no_dedupe", "reference_define", "map_only", "adaptive_input",
+                                     "embedding"}
+    assert result["params"]["define"] > result["params"]["map_only"]
+    assert result["meta"]["cache_nbytes"] > 0  # the inference-mode candidate used its table
+    assert 0 < result["unique_per_batch"] <= 128
+
+
+def test_lm_bench_times_the_study_pairs(tmp_path):
+    path = tmp_path / "lm.json"
+    main(["lm", "--data", data_dir("wikitext-2"), "--cache", str(tmp_path / "bin"), "--max-tokens", "256",
+          "--batches", "1", "--steps", "1", "--rounds", "1", "--map-dims", "64", "--json", str(path)])
+    result = json.loads(path.read_text())
+    assert set(result["ms_per_step"]) == {"define-64", "map-64"} and set(result["ratios"]) == {"define_64_vs_map_64"}
+    params = result["meta"]["params"]
+    assert params["define-64"] > params["map-64"]
+
+
+def test_eval_bench_reports_both_passes_and_the_table(tmp_path):
+    path = tmp_path / "eval.json"
+    main(["eval", "--data", data_dir("wikitext-2"), "--cache", str(tmp_path / "bin"), "--map-dim", "64",
+          "--max-tokens", "512", "--batches", "2", "--rounds", "1", "--json", str(path)])
+    result = json.loads(path.read_text())
+    assert set(result["ratios"]) == {"validation", "eval_lm"}
+    vocab = sum(1 for _ in open(tmp_path / "bin" / "dict.txt")) + 4  # fairseq's 4 special symbols
+    assert result["inference_table"]["nbytes"] == vocab * 256 * 4  # V x m float32
