@@ -1,6 +1,8 @@
 import importlib
 import sys
 
+import pytest
+
 
 def load(relative):
     return importlib.import_module(relative[:-len(".py")].replace("/", "."))
@@ -55,3 +57,24 @@ def test_grad_norms_records_every_part_during_fairseq_training(tmp_path):
     assert record["updates"] == [10, 20]
     for part in ("map", "define", "context", "output"):
         assert len(record[part]) == 2 and all(value > 0 for value in record[part]), part
+
+
+def test_average_checkpoints_means_the_model_weights(tmp_path):
+    import os
+
+    import torch
+
+    from examples.translation.pipeline import average_checkpoints, last_epoch_checkpoints
+    from tests.conftest import REPO_ROOT
+
+    state = torch.load(os.path.join(REPO_ROOT, "tests", "fixtures", "v1", "lm_checkpoint.pt"))
+    key = "decoder.embed_tokens.unit.reduce.weight"
+    for epoch, shift in ((1, 100.0), (2, 1.0), (3, 2.0), (4, 6.0)):
+        state["model"][key] = torch.full_like(state["model"][key], shift)
+        torch.save(state, tmp_path / f"checkpoint{epoch}.pt")
+    paths = last_epoch_checkpoints(str(tmp_path), 3)
+    assert [os.path.basename(p) for p in paths] == ["checkpoint2.pt", "checkpoint3.pt", "checkpoint4.pt"]
+    averaged = torch.load(average_checkpoints(paths, str(tmp_path / "avg.pt")))
+    assert torch.equal(averaged["model"][key], torch.full_like(state["model"][key], 3.0))
+    with pytest.raises(FileNotFoundError, match="4 epoch checkpoints, 5 needed"):
+        last_epoch_checkpoints(str(tmp_path), 5)

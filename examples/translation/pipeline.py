@@ -7,6 +7,7 @@ and by the tests, so the WMT recipe goes through the code paths that the Multi30
     encode_splits(spm, raw_prefixes, workdir/spm-text, "en", "de")              # text -> pieces
     data_bin = preprocess(workdir/spm-text, workdir/data-bin, "en", "de")       # joined dictionary
     train(data_bin, save_dir, model_flags, recipe_flags)                        # fairseq-train
+    average_checkpoints(last_epoch_checkpoints(save_dir, 5), averaged)          # as the paper's baselines
     hypotheses = generate(data_bin, checkpoint, "test")                         # beam search, detokenized
     scores = score(hypotheses, references)                                       # sacreBLEU BLEU + chrF
 """
@@ -74,6 +75,32 @@ def train(data_bin: str, save_dir: str, model_flags: Sequence[str], recipe=RECIP
     out = run(fairseq("train", data_bin, "--task", "translation", *model_flags, *recipe, "--save-dir", save_dir,
                       "--log-format", "simple", *extra), log=log or os.path.join(save_dir, "train.log"))
     return out.stdout
+
+
+def last_epoch_checkpoints(save_dir: str, count: int) -> List[str]:
+    """The `count` epoch checkpoints (checkpointN.pt) of the highest epochs in `save_dir`, oldest first."""
+    epochs = sorted(int(m.group(1)) for name in os.listdir(save_dir) if (m := re.fullmatch(r"checkpoint(\d+)\.pt", name)))
+    if len(epochs) < count:
+        raise FileNotFoundError(f"{save_dir} has {len(epochs)} epoch checkpoints, {count} needed to average (train "
+                                f"without --no-epoch-checkpoints, keeping at least {count}: --keep-last-epochs)")
+    return [os.path.join(save_dir, f"checkpoint{epoch}.pt") for epoch in epochs[-count:]]
+
+
+def average_checkpoints(paths: Sequence[str], out: str) -> str:
+    """Write to `out` the checkpoint whose model weights are the mean of those of `paths` (the rest is the last
+    one's), as fairseq's scripts/average_checkpoints.py does; returns `out`."""
+    import torch
+
+    from fairseq_define.compat import allow_namespace_checkpoints
+
+    allow_namespace_checkpoints()  # translation checkpoints keep their flags as an argparse.Namespace
+    states = [torch.load(path, map_location="cpu") for path in paths]
+    averaged = states[-1]
+    for key, value in averaged["model"].items():
+        if value.is_floating_point():
+            averaged["model"][key] = sum(state["model"][key].double() for state in states).div(len(states)).to(value.dtype)
+    torch.save(averaged, out)
+    return out
 
 
 def generate(data_bin: str, checkpoint: str, subset: str = "test", beam: int = 5, extra: Sequence[str] = ()) -> List[str]:

@@ -100,7 +100,8 @@ def main(argv=None):
     data_bin = mt_pipeline.preprocess(text, os.path.join(args.workdir, "data-bin"), "en", "de")
     save_dir = os.path.join(args.workdir, "checkpoints")
     mt_pipeline.train(data_bin, save_dir, ["--arch", args.arch, *args.extra.split()], recipe=RECIPE)
-    checkpoint = os.path.join(save_dir, "checkpoint_last.pt")
+    checkpoint = mt_pipeline.average_checkpoints(mt_pipeline.last_epoch_checkpoints(save_dir, 5),
+                                                 os.path.join(save_dir, "checkpoint_avg5.pt"))  # the paper's baselines
     hypotheses = mt_pipeline.generate(data_bin, checkpoint, "test", beam=4, extra=["--lenpen", "0.6"])
     scores = mt_pipeline.score(hypotheses, mt_pipeline.read_lines(os.path.join(raw, "test.de")))
     print(f"BLEU {scores['bleu']:.2f} ({scores['bleu_signature']})\nchrF {scores['chrf']:.2f} ({scores['chrf_signature']})")

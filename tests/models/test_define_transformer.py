@@ -107,6 +107,23 @@ def test_share_all_embeddings_shares_map_and_unit():
     assert model.decoder.project_out_dim.weight.shape == (32, 64)
 
 
+@pytest.mark.parametrize("transform", ["define", "none"])
+def test_map_projected_to_d_is_shared_and_scores_through_the_transposed_projection(transform):
+    """The Table-2 Map in translation: n = 16 projected to d = 64 = m, shared by encoder, decoder and output."""
+    from fairseq_define.modules.define_embedding import TiedMapOutput
+
+    model = build("--define-map-dim", 16, "--define-input-dim", 64, "--define-transform", transform,
+                  "--define-separate-units")
+    encoder_embed, decoder_embed = model.encoder.embed_tokens, model.decoder.embed_tokens
+    assert encoder_embed.map is decoder_embed.map and encoder_embed.map_proj is decoder_embed.map_proj
+    output = model.decoder.output_projection
+    assert isinstance(output, TiedMapOutput) and output.weight is encoder_embed.map.weight
+    assert model.decoder.project_out_dim is None  # m == d
+    tokens = torch.randint(4, 120, (2, 5))
+    logits, _ = model(tokens, torch.full((2,), 5), tokens)
+    assert logits.shape == (2, 5, 120)
+
+
 def test_separate_units_share_only_the_map():
     model = build("--define-separate-units")
     encoder_embed, decoder_embed = model.encoder.embed_tokens, model.decoder.embed_tokens
