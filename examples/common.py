@@ -61,6 +61,11 @@ def preprocess_wikitext(raw: str, dest: str) -> str:
     return dest
 
 
+# fairseq's per-epoch training line, in its own log format ("... | INFO | train | epoch 001 | ...") or in Python's
+# default one ("INFO:train:epoch 001 | ...", when fairseq's training loop runs inside another program)
+TRAIN_LINE = r"(?:\| train \| |INFO:train:)"
+
+
 def perplexity(output: str) -> float:
     """The perplexity that fairseq-eval-lm printed."""
     return float(re.search(r"Perplexity: ([\d.]+)", output).group(1))
@@ -76,14 +81,14 @@ def eval_lm(data_bin: str, checkpoint: str, subset: str, *extra) -> float:
 def train_wall_seconds(log: str) -> float:
     """fairseq's own training time (validation excluded): the sum of its per-epoch `train_wall`, over every process
     of a resumed run (each logs only the epochs it ran)."""
-    return float(sum(float(x) for x in re.findall(r"\| train \| epoch \d+ .*?\| train_wall ([\d.]+)", log)))
+    return float(sum(float(x) for x in re.findall(TRAIN_LINE + r"epoch \d+ .*?\| train_wall ([\d.]+)", log)))
 
 
 def words_per_second(log: str) -> float:
     """Training words (target tokens) per second of fairseq's training time over the whole run, from its per-epoch
     `train` lines: sum(wpb x updates of the epoch) / sum(train_wall)."""
     words = seconds = previous_updates = 0.0
-    pattern = r"\| train \| .*?\| wpb ([\d.]+) .*?\| num_updates (\d+) .*?\| train_wall ([\d.]+)"
+    pattern = TRAIN_LINE + r".*?\| wpb ([\d.]+) .*?\| num_updates (\d+) .*?\| train_wall ([\d.]+)"
     for wpb, updates, wall in re.findall(pattern, log):
         words += float(wpb) * (int(updates) - previous_updates)
         seconds += float(wall)

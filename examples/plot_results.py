@@ -4,7 +4,8 @@
 
 For each study folder RESULTS/STUDY (lm_wikitext2, lm_wikitext2_diagnosis) with runs NAME/{train.log,result.json}:
 writes OUT/STUDY_valid_ppl.png (valid perplexity against updates and against training wall time, every run) and
-OUT/STUDY_params.png (parameters split into map, DeFINE, context and output), and prints the table in Markdown.
+OUT/STUDY_params.png (parameters split into map, DeFINE, context and output), OUT/STUDY_grad_norms.png (per-part
+gradient norms of the runs that recorded them), and prints the table in Markdown.
 """
 
 import argparse
@@ -19,21 +20,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STUDIES = ("lm_wikitext2", "lm_wikitext2_diagnosis")
-VALID = re.compile(r"^(\S+ \S+) \| INFO \| valid \| epoch \d+ \| valid on 'valid' subset \| loss [\d.]+ \| ppl ([\d.]+)"
-                   r".*\| num_updates (\d+)")
+VALID = re.compile(r"^(?:(\S+ \S+) \| INFO \| valid \| |INFO:valid:)epoch \d+ \| valid on 'valid' subset \| loss [\d.]+ \| "
+                   r"ppl ([\d.]+).*\| num_updates (\d+)")
 START = re.compile(r"^(\S+ \S+) \| INFO \| fairseq_cli.train \| Start iterating over samples")
 
 
 def valid_curve(log_path):
-    """[(updates, seconds of training, valid ppl)] from a fairseq-train log (--log-format simple). A resumed run
-    appends a new process to the log; its clock continues from the previous process's last point."""
+    """[(updates, seconds of training or None, valid ppl)] from a fairseq-train log (--log-format simple). A resumed
+    run appends a new process to the log; its clock continues from the previous process's last point. Lines in
+    Python's default logging format (no timestamps) give no seconds."""
     start, offset, last, points = None, 0.0, 0.0, []
     for line in open(log_path, encoding="utf-8"):
         if m := START.match(line):
             start, offset = datetime.datetime.fromisoformat(m.group(1)), last
-        elif (m := VALID.match(line)) and start is not None:
-            last = offset + (datetime.datetime.fromisoformat(m.group(1)) - start).total_seconds()
-            points.append((int(m.group(3)), last, float(m.group(2))))
+        elif m := VALID.match(line):
+            seconds = None
+            if m.group(1) and start is not None:
+                seconds = last = offset + (datetime.datetime.fromisoformat(m.group(1)) - start).total_seconds()
+            points.append((int(m.group(3)), seconds, float(m.group(2))))
     return points
 
 
@@ -50,7 +54,8 @@ def plot_curves(study, study_dir, runs, out_dir):
             updates, seconds, ppl = zip(*points)
             style = "--" if name.startswith("map") or name == "standard" else "-"
             by_update.plot(updates, ppl, style, marker="o", markersize=3, label=name)
-            by_time.plot([s / 60 for s in seconds], ppl, style, marker="o", markersize=3, label=name)
+            if None not in seconds:
+                by_time.plot([s / 60 for s in seconds], ppl, style, marker="o", markersize=3, label=name)
     by_update.set(xlabel="updates", ylabel="valid perplexity (first 51k valid tokens)", yscale="log",
                   title=f"{study}: valid perplexity")
     by_time.set(xlabel="wall time (minutes, 2 CPU cores)", title="against wall time")
@@ -81,6 +86,28 @@ def plot_params(study, runs, out_dir):
     return path
 
 
+def plot_grad_norms(study, study_dir, runs, out_dir):
+    """Per-part gradient norms (runs with a grad_norms.json): one panel per part, one line per run."""
+    records = {name: json.load(open(os.path.join(study_dir, name, "grad_norms.json"))) for name in runs
+               if os.path.isfile(os.path.join(study_dir, name, "grad_norms.json"))}
+    if not records:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), sharex=True)
+    for ax, part in zip(axes, ("map", "define", "context", "output")):
+        for name, record in records.items():
+            if any(record[part]):
+                ax.plot(record["updates"], record[part], label=name, linewidth=1)
+        ax.set(title=f"{part}", xlabel="updates", yscale="log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("gradient norm (summed token losses)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{study}_grad_norms.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def markdown_table(runs):
     lines = ["| row | n | d | unit | params | map | DeFINE | context | output | train s | valid ppl | test ppl |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -103,7 +130,9 @@ def main(argv=None):
         runs = finished_runs(study_dir) if os.path.isdir(study_dir) else {}
         if not runs:
             continue
-        written = [plot_curves(study, study_dir, runs, args.out), plot_params(study, runs, args.out)]
+        written = [plot_curves(study, study_dir, runs, args.out), plot_params(study, runs, args.out),
+                   plot_grad_norms(study, study_dir, runs, args.out)]
+        written = [path for path in written if path]
         print(f"## {study}\n\nwrote {', '.join(written)}\n\n{markdown_table(runs)}\n")
 
 

@@ -49,10 +49,11 @@ def test_grad_norms_records_every_part_during_fairseq_training(tmp_path):
 
     data = cli.wikitext_slice(data_dir("wikitext-2"), str(tmp_path / "wt2"), lines=(300, 30, 30))
     out = tmp_path / "grad_norms.json"
-    run([sys.executable, "-m", "examples.language_model.grad_norms", out, data, "--user-dir", cli.PLUGIN, "--task",
+    log = run([sys.executable, "-m", "examples.language_model.grad_norms", out, data, "--user-dir", cli.PLUGIN, "--task",
          "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny", "--tokens-per-sample", 32, "--max-tokens",
          256, "--optimizer", "adam", "--lr", 0.001, "--max-update", 20, "--cpu", "--save-dir", tmp_path / "ckpt",
-         "--no-save"], echo=False)
+         "--no-save"], echo=False).stdout
+    assert "| INFO | train | epoch 001" in log  # fairseq's own log format, which the study's parsers read
     record = json.loads(out.read_text())
     assert record["updates"] == [10, 20]
     for part in ("map", "define", "context", "output"):
@@ -78,3 +79,22 @@ def test_average_checkpoints_means_the_model_weights(tmp_path):
     assert torch.equal(averaged["model"][key], torch.full_like(state["model"][key], 3.0))
     with pytest.raises(FileNotFoundError, match="4 epoch checkpoints, 5 needed"):
         last_epoch_checkpoints(str(tmp_path), 5)
+
+
+def test_parsers_read_both_log_formats(tmp_path):
+    from examples.common import train_wall_seconds, words_per_second
+
+    plot = load("examples/plot_results.py")
+    log = tmp_path / "train.log"
+    log.write_text(
+        "INFO:valid:epoch 001 | valid on 'valid' subset | loss 8.7 | ppl 423.68 | wps 1 | wpb 2 | bsz 16 | "
+        "num_updates 200\n"
+        "INFO:train:epoch 001 | loss 8.593 | ppl 386.27 | wps 1971.1 | ups 0.96 | wpb 2000 | bsz 16 | "
+        "num_updates 1000 | lr 0.0003 | gnorm 0.55 | clip 2.9 | train_wall 989 | wall 1039\n"
+        "2026-11-24 05:00:00 | INFO | train | epoch 002 | loss 7.4 | ppl 172.73 | wps 3753 | ups 1.83 | "
+        "wpb 1000 | bsz 16 | num_updates 2000 | lr 0.0003 | gnorm 0.58 | clip 0 | train_wall 11 | wall 1826\n"
+    )
+    assert plot.valid_curve(str(log)) == [(200, None, 423.68)]
+    text = log.read_text()
+    assert train_wall_seconds(text) == 1000.0
+    assert words_per_second(text) == (2000 * 1000 + 1000 * 1000) / 1000.0

@@ -10,13 +10,18 @@ rewritten as training goes (a resumed run appends).
 """
 
 import json
+import logging
 import os
 import sys
 
-import fairseq.models
-from torch.optim.optimizer import register_optimizer_step_post_hook
+# fairseq's own log format (fairseq_cli.train sets it only if nothing configured logging before it)
+logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+                    level=os.environ.get("LOGLEVEL", "INFO").upper(), stream=sys.stdout)
 
-from fairseq_define.params import PARTS, part_of
+import fairseq.models  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
+
+from fairseq_define.params import PARTS, part_of  # noqa: E402
 
 EVERY = 10
 
