@@ -8,7 +8,7 @@ so one option is spelled once. Pure Python: no torch or fairseq import.
     emb = DefineEmbedding(num_embeddings=V, padding_idx=1, embedding_dim=512, config=cfg)
 """
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import List, Optional, Tuple
 
 TRANSFORMS = ("define", "define-nomix", "hgt", "glt", "linear", "none")
@@ -18,9 +18,9 @@ OUTPUT_SCALES = ("factor", "weights")
 
 
 def option(default, help: str, flag: Optional[str] = None, choices=None, inverted_flag: Optional[str] = None):
-    """A config field. `flag` is the command-line spelling (default `--define-<name>`); `inverted_flag` is a
-    store-true flag that sets the field to False (e.g. `--define-no-cache`); `flag=""` marks a field that the
-    host model supplies (fairseq's own flags, e.g. `--adaptive-input-cutoff`)."""
+    """A config field, set by the flag `--define-<name>`; or, with `inverted_flag`, by a store-true flag that sets it
+    to False (e.g. `--define-no-cache`); or, with `flag`, by a flag the host model owns (fairseq's own, e.g.
+    `--adaptive-input-cutoff`), for which no `--define-*` flag is generated."""
     metadata = {"help": help, "flag": flag, "choices": choices, "inverted_flag": inverted_flag}
     return field(default=default, metadata=metadata)
 
@@ -154,20 +154,6 @@ class DefineConfig:
             specs.append(HGTLayerSpec(in_features, width, groups))
             previous = width
         return specs
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "DefineConfig":
-        """Build from a dict (or namespace vars) holding any of the fields; unknown keys are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def default_of(name: str):
-    f = next(f for f in fields(DefineConfig) if f.name == name)
-    return None if f.default is MISSING else f.default
 
 
 def _positive_int(value) -> bool:
