@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import torch
-from fairseq import utils
 from fairseq.criterions import register_criterion
 from fairseq.criterions.adaptive_loss import AdaptiveLoss, AdaptiveLossConfig
 from fairseq.criterions.cross_entropy import CrossEntropyCriterion, CrossEntropyCriterionConfig
 from fairseq.logging import metrics
 
+from fairseq_define.criterions.nll_metrics import log_loss_nll_ppl, summed
 from fairseq_define.optim.nt_asgd import swap_in_average_for_evaluation
 
 
@@ -93,17 +93,10 @@ class _ARTARMixin:
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
-        def total(key):
-            return utils.item(sum(log.get(key, 0) for log in logging_outputs))
-
-        sample_size, ntokens = total("sample_size"), total("ntokens")
-        # base 2, as fairseq's criteria
-        metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
-        metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
-        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        sample_size = log_loss_nll_ppl(logging_outputs)
         if any("ar" in log for log in logging_outputs):  # same units as `loss`: loss = nll_loss + ar + tar
-            metrics.log_scalar("ar", total("ar") / sample_size / math.log(2), sample_size, round=4)
-            metrics.log_scalar("tar", total("tar") / sample_size / math.log(2), sample_size, round=4)
+            for key in ("ar", "tar"):
+                metrics.log_scalar(key, summed(logging_outputs, key) / sample_size / math.log(2), sample_size, round=4)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -10,15 +10,14 @@ number of rows with ``--sentence-avg``); logged in base 2: ``loss`` (per sample_
 token, always) and ``ppl`` = 2 ** nll_loss.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
-from fairseq import utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
-from fairseq.logging import metrics
 from omegaconf import II
+
+from fairseq_define.criterions.nll_metrics import log_loss_nll_ppl
 
 
 @dataclass
@@ -70,13 +69,7 @@ class BPTTNLLCriterion(FairseqCriterion):
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
-        def total(key):
-            return utils.item(sum(log.get(key, 0) for log in logging_outputs))
-
-        sample_size, ntokens = total("sample_size"), total("ntokens")
-        metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
-        metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
-        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+        log_loss_nll_ppl(logging_outputs)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
