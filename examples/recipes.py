@@ -28,12 +28,3 @@ SMALL_MT_CONTEXT = [
 ]
 SMALL_MT_BASELINE = ["--arch", "transformer", *SMALL_MT_CONTEXT]
 SMALL_MT_DEFINE = ["--arch", "define_transformer", *SMALL_MT_CONTEXT, *SMALL_DEFINE]
-
-# The matched WikiText-2 comparison (examples/language_model/wikitext2_study.py): one context model, four inputs.
-SMALL_TIED_EMBEDDING_LM = ["--arch", "transformer_lm_big", *SMALL_LM_CONTEXT, "--share-decoder-input-output-embed"]
-LM_STUDY = {
-    "embedding": SMALL_TIED_EMBEDDING_LM,
-    "adaptive": SMALL_ADAPTIVE_LM,
-    "define-linear": [*SMALL_DEFINE_LM, "--define-norm", "none", "--define-activation", "none"],
-    "define-ln-gelu": [*SMALL_DEFINE_LM, "--define-norm", "ln", "--define-activation", "gelu"],
-}

@@ -6,9 +6,12 @@ Map's `--adaptive-input-*`) are not repeated. `define_config(args)` turns the pa
 `DefineConfig`, whose errors name the flag.
 """
 
+from contextlib import nullcontext
 from dataclasses import fields, make_dataclass
 from dataclasses import field as dataclass_field
 from typing import Optional
+
+from omegaconf import OmegaConf, open_dict
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.utils import safe_getattr
@@ -43,6 +46,26 @@ DefineEmbeddingConfig = make_dataclass(
     bases=(FairseqDataclass,),
 )
 DefineEmbeddingConfig.__doc__ = "The --define-* flags of every DeFINE model (generated from DefineConfig)."
+
+
+def define_field(attribute: str, default):
+    """The DefineEmbeddingConfig field `attribute` (e.g. "define_expand_dim") with another default: for a model
+    config whose own architecture sizes the unit differently."""
+    original = DefineEmbeddingConfig.__dataclass_fields__[attribute]
+    return dataclass_field(default=default, metadata=original.metadata)
+
+
+def writable(args):
+    """A context in which `args` (a Namespace, or the struct DictConfig that fairseq builds a dataclass model from)
+    takes new attributes: for the architecture functions that `build_model` applies."""
+    return open_dict(args) if OmegaConf.is_config(args) else nullcontext()
+
+
+def derive_unset(args, **values):
+    """Set each attribute that is missing or None (a derived option left unset) to its derived value."""
+    for name, value in values.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
 
 
 def set_define_defaults(args):

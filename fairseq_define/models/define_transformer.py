@@ -6,13 +6,18 @@ shared Map), and the decoder scores in the Map's space (decoder output m -> d, t
 projection when d != n, against the Map table), as it also does with `--share-decoder-input-output-embed`.
 """
 
-from dataclasses import dataclass, field
+import argparse
+import inspect
+from dataclasses import MISSING, field, make_dataclass
+from typing import Optional
 
+from omegaconf import OmegaConf
+
+from fairseq.dataclass import FairseqDataclass
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model, register_model_architecture
-from fairseq.models.transformer import TransformerModel
+from fairseq.models.transformer import TransformerConfig, TransformerModel
 from fairseq.models.transformer.transformer_legacy import (
-    base_architecture,
     tiny_architecture,
     transformer_iwslt_de_en,
     transformer_vaswani_wmt_en_de_big,
@@ -23,26 +28,68 @@ from fairseq.utils import safe_getattr
 from fairseq_define.models.define_options import (
     DefineEmbeddingConfig,
     build_define_embedding,
+    derive_unset,
     set_define_defaults,
     unit_input_dim,
 )
 from fairseq_define.modules.define_embedding import TiedMapOutput
 
+# Options that fairseq's architecture functions derive from others when they are not given; unset (None) here.
+DERIVED = {
+    "decoder_embed_dim": "--encoder-embed-dim",
+    "decoder_ffn_embed_dim": "--encoder-ffn-embed-dim",
+    "decoder_input_dim": "--decoder-embed-dim",
+    "decoder_output_dim": "d when the output is tied to the Map, else --decoder-embed-dim",
+}
 
-@dataclass
-class DefineTranslationConfig(DefineEmbeddingConfig):
-    define_separate_units: bool = field(
-        default=False,
-        metadata={"help": "DeFINE: with --share-all-embeddings, share only the Map table; each side its own unit"},
-    )
+
+def _flat_transformer_fields():
+    """fairseq's TransformerConfig under the flat names of `--arch transformer` (encoder.embed_dim ->
+    encoder_embed_dim, quant_noise.pq -> quant_noise_pq): (name, type, dataclass field) for each option."""
+    for name, f in TransformerConfig.__dataclass_fields__.items():
+        if inspect.isclass(f.type) and issubclass(f.type, FairseqDataclass):
+            for sub_name, sub in f.type.__dataclass_fields__.items():
+                yield f"{name}_{sub_name}", sub
+        else:
+            yield name, f
 
 
-@register_model("define_transformer")
+def _fields():
+    for name, f in _flat_transformer_fields():
+        if name.startswith("_") or "_name" in name:
+            continue
+        if name in DERIVED:
+            yield name, Optional[int], field(default=None, metadata={
+                "help": f"{f.metadata.get('help', name)} (default: {DERIVED[name]})"})
+        elif f.default_factory is not MISSING:
+            yield name, f.type, field(default_factory=f.default_factory, metadata=f.metadata)
+        else:
+            yield name, f.type, field(default=f.default, metadata=f.metadata)
+    yield "define_separate_units", bool, field(default=False, metadata={
+        "help": "DeFINE: with --share-all-embeddings, share only the Map table; each side its own unit"})
+
+
+DefineTransformerConfig = make_dataclass("DefineTransformerConfig", list(_fields()), bases=(DefineEmbeddingConfig,))
+DefineTransformerConfig.__doc__ = ("fairseq's Transformer options (flat, as `--arch transformer` takes them) and the "
+                                   "--define-* options: the one config of `--arch define_transformer`, from the "
+                                   "command line or a fairseq-hydra-train YAML.")
+
+
+@register_model("define_transformer", dataclass=DefineTransformerConfig)
 class DefineTransformerModel(TransformerModel):
     @classmethod
     def add_args(cls, parser):
-        super().add_args(parser)
-        gen_parser_from_dataclass(parser, DefineTranslationConfig(), delete_default=True)
+        gen_parser_from_dataclass(parser, DefineTransformerConfig(), delete_default=True)
+
+    @classmethod
+    def build_model(cls, args, task):
+        if OmegaConf.is_config(args):  # fairseq's legacy TransformerModel carries extra options only in a Namespace
+            args = argparse.Namespace(**OmegaConf.to_container(args, resolve=True))
+        # the options a bare `--arch define_transformer` or a hydra config leaves unset
+        derive_unset(args, decoder_embed_dim=args.encoder_embed_dim, decoder_ffn_embed_dim=args.encoder_ffn_embed_dim)
+        define_translation_defaults(args)
+        derive_unset(args, decoder_input_dim=args.decoder_embed_dim, decoder_output_dim=args.decoder_embed_dim)
+        return super().build_model(args, task)
 
     @classmethod
     def build_embedding(cls, args, dictionary, embed_dim, path=None):
@@ -79,13 +126,7 @@ def define_translation_defaults(args):
     set_define_defaults(args)
     args.define_separate_units = safe_getattr(args, "define_separate_units", False)
     if safe_getattr(args, "share_all_embeddings", False) or safe_getattr(args, "share_decoder_input_output_embed", False):
-        args.decoder_output_dim = safe_getattr(args, "decoder_output_dim", unit_input_dim(args))
-
-
-@register_model_architecture("define_transformer", "define_transformer")
-def define_base_architecture(args):
-    define_translation_defaults(args)
-    base_architecture(args)
+        derive_unset(args, decoder_output_dim=unit_input_dim(args))
 
 
 @register_model_architecture("define_transformer", "define_transformer_wmt_en_de")

@@ -11,10 +11,11 @@ space: by an adaptive softmax tied to the adaptive Map (`--adaptive-input --tie-
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 from fairseq import options
-from fairseq.models import ARCH_CONFIG_REGISTRY, register_model, register_model_architecture
+from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import Linear, TransformerDecoder
 from fairseq.models.transformer_lm import (
     DEFAULT_MAX_TARGET_POSITIONS,
@@ -29,8 +30,10 @@ from fairseq.utils import safe_getattr
 from fairseq_define.models.define_options import (
     DefineEmbeddingConfig,
     build_define_embedding,
+    derive_unset,
     set_define_defaults,
     unit_input_dim,
+    writable,
 )
 from fairseq_define.modules.define_embedding import TiedMapOutput
 
@@ -39,7 +42,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DefineTransformerLanguageModelConfig(TransformerLanguageModelConfig, DefineEmbeddingConfig):
-    pass
+    # derived when not given (fairseq's dataclass has a fixed 512, which only its architecture functions correct)
+    decoder_output_dim: Optional[int] = field(default=None, metadata={
+        "help": "decoder output dimension (default: d when the output is tied to the Map, else --decoder-embed-dim)"})
+    decoder_input_dim: Optional[int] = field(default=None, metadata={
+        "help": "decoder input dimension (default and only value: --decoder-embed-dim)"})
 
 
 @register_model("define_transformer_lm", dataclass=DefineTransformerLanguageModelConfig)
@@ -48,6 +55,11 @@ class DefineTransformerLanguageModel(TransformerLanguageModel):
     def build_model(cls, args, task):
         """As TransformerLanguageModel.build_model, with a DefineEmbedding in place of its closed choice of
         embeddings, and the output kept in the Map's n-dim space when it is tied to the Map."""
+        with writable(args):  # the options a bare `--arch define_transformer_lm` or a hydra config leaves unset
+            define_base_lm_architecture(args)
+            tied = args.tie_adaptive_weights or args.share_decoder_input_output_embed
+            derive_unset(args, decoder_input_dim=args.decoder_embed_dim,
+                         decoder_output_dim=unit_input_dim(args) if tied else args.decoder_embed_dim)
         if args.decoder_layers_to_keep:
             args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
         if safe_getattr(args, "max_target_positions", None) is None:
@@ -82,7 +94,6 @@ class DefineTransformerLanguageModel(TransformerLanguageModel):
                 f"unit's input with --define-input-dim"
             )
         d = unit_input_dim(args)
-        tied = args.tie_adaptive_weights or args.share_decoder_input_output_embed
         if tied and args.decoder_output_dim != d:
             raise ValueError(
                 f"--decoder-output-dim={args.decoder_output_dim} contradicts the output tied to the Map, which "
@@ -105,18 +116,12 @@ def define_lm_defaults(args):
     Call before the stock architecture function, which would set decoder_output_dim = decoder_embed_dim."""
     set_define_defaults(args)
     if safe_getattr(args, "tie_adaptive_weights", False) or safe_getattr(args, "share_decoder_input_output_embed", False):
-        args.decoder_output_dim = safe_getattr(args, "decoder_output_dim", unit_input_dim(args))
+        derive_unset(args, decoder_output_dim=unit_input_dim(args))
 
 
 def define_base_lm_architecture(args):
     define_lm_defaults(args)
     base_lm_architecture(args)
-
-
-# register_model(..., dataclass=...) registers `--arch define_transformer_lm` with a no-op architecture function,
-# which would leave derived sizes at the dataclass defaults (e.g. decoder_output_dim = 512 whatever
-# --decoder-embed-dim says). Route the bare name through base_lm_architecture like every named arch.
-ARCH_CONFIG_REGISTRY["define_transformer_lm"] = define_base_lm_architecture
 
 
 @register_model_architecture("define_transformer_lm", "define_transformer_lm_wiki103")

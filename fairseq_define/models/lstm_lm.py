@@ -43,7 +43,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fairseq import options
 from fairseq.models import (
-    ARCH_CONFIG_REGISTRY,
     FairseqIncrementalDecoder,
     FairseqLanguageModel,
     register_model,
@@ -298,11 +297,6 @@ def base_lstm_lm_architecture_defaults(args):
 
 def base_lstm_lm_architecture(args):
     base_lstm_lm_architecture_defaults(args)
-
-
-# register_model(..., dataclass=...) registers `--arch define_lstm_lm` with a no-op architecture function; route it
-# through the base architecture like the named ones.
-ARCH_CONFIG_REGISTRY["define_lstm_lm"] = base_lstm_lm_architecture
 
 
 @register_model_architecture("define_lstm_lm", "awd_lstm_ptb")

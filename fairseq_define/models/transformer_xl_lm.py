@@ -45,7 +45,6 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 from fairseq.models import (
-    ARCH_CONFIG_REGISTRY,
     FairseqIncrementalDecoder,
     FairseqLanguageModel,
     register_model,
@@ -54,7 +53,12 @@ from fairseq.models import (
 from fairseq.utils import safe_getattr
 from omegaconf import II
 
-from fairseq_define.models.define_options import DefineEmbeddingConfig, define_config, set_define_defaults
+from fairseq_define.models.define_options import (
+    DefineEmbeddingConfig,
+    define_config,
+    define_field,
+    set_define_defaults,
+)
 from fairseq_define.modules.define_embedding import DefineEmbedding
 from fairseq_define.modules.tied_adaptive_softmax import TiedAdaptiveLogSoftmax
 from fairseq_define.modules.transformer_xl import TransformerXLDecoderStack
@@ -91,6 +95,13 @@ class TransformerXLLanguageModelConfig(DefineEmbeddingConfig):
         "help": "also tie the head band's d -> n projection to the Map's (the reference ties the tail bands only)"})
     no_scale_embedding: bool = field(default=False, metadata={"help": "do not multiply embeddings by sqrt(d_model)"})
     tokens_per_sample: int = II("task.tokens_per_sample")
+    # DeFINE (Table 2): Map n = 128 projected to d = d_model (--define-input-dim unset), unit N = 3, k = 4096.
+    # g_max = 128: the schedule's unit is then 2.10M parameters, the nearest to the paper's 1.92M (g_max 64: 2.61M;
+    # 256 does not divide d).
+    define_map_dim: int = define_field("define_map_dim", 128)
+    define_expand_dim: int = define_field("define_expand_dim", 4096)
+    define_depth: int = define_field("define_depth", 3)
+    define_max_groups: int = define_field("define_max_groups", 128)
 
 
 def parse_cutoffs(value, vocab_size: int) -> List[int]:
@@ -252,18 +263,12 @@ def base_transformer_xl_architecture(args):
     args.adaptive_cutoff = safe_getattr(args, "adaptive_cutoff", "20000,40000,200000")
     args.tie_head_proj = safe_getattr(args, "tie_head_proj", False)
     args.no_scale_embedding = safe_getattr(args, "no_scale_embedding", False)
-    # DeFINE (Table 2): Map n = 128 projected to d = d_model, unit N = 3, k = 4096. g_max = 128: the schedule's
-    # unit is then 2.10M parameters, the nearest to the paper's 1.92M (g_max 64: 2.61M; 256 does not divide d).
     args.define_map_dim = safe_getattr(args, "define_map_dim", 128)
     args.define_input_dim = safe_getattr(args, "define_input_dim", None) or args.decoder_embed_dim
     args.define_expand_dim = safe_getattr(args, "define_expand_dim", 4096)
     args.define_depth = safe_getattr(args, "define_depth", 3)
     args.define_max_groups = safe_getattr(args, "define_max_groups", 128)
     set_define_defaults(args)
-
-
-# `--arch define_transformer_xl` (the bare model name) would otherwise get a no-op architecture function.
-ARCH_CONFIG_REGISTRY["define_transformer_xl"] = base_transformer_xl_architecture
 
 
 @register_model_architecture("define_transformer_xl", "define_transformer_xl_wt103")

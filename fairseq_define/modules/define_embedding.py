@@ -84,6 +84,8 @@ class DefineEmbedding(nn.Module):
         self._inference = False
         if self.unit is not None:
             self._calibrate_output_scale()
+            if cfg.unit_lr_scale != 1:
+                self.unit.scale_steps(cfg.unit_lr_scale)
 
     # fairseq integration ------------------------------------------------------------------------------------
 

@@ -166,6 +166,7 @@ def test_gradcheck_float64():
         (dict(dropout=1.5), r"--define-dropout=1.5 must be in \[0, 1\)"),
         (dict(map_dropout=-0.1), r"--define-map-dropout=-0.1 must be in \[0, 1\)"),
         (dict(cache_chunk=0), "--define-cache-chunk=0 must be a positive integer"),
+        (dict(unit_lr_scale=0.0), "--define-unit-lr-scale=0.0 must be positive"),
     ],
 )
 def test_construction_errors_name_the_flag(kwargs, match):
@@ -189,3 +190,29 @@ def test_divisible_map_dims_pass():
         specs = hgt_schedule(map_dim, 256, 4, 8)
         assert [s.groups for s in specs] == [8, 4, 2, 1]
         assert all(s.in_features % s.groups == 0 and s.out_features % s.groups == 0 for s in specs)
+
+
+def test_scale_steps_keeps_the_function_and_scales_adam_steps():
+    """unit_lr_scale c: same outputs and gradients w.r.t. the effective weights; one Adam step moves every effective
+    weight c times as far (Adam's first step is lr * sign(g), whatever the gradient's scale)."""
+    units = []
+    for scale in (1.0, 0.25):
+        torch.manual_seed(0)
+        unit = build_unit(64, 256, 3, 4, 96)
+        if scale != 1:
+            unit.scale_steps(scale)
+        units.append(unit)
+    e = torch.randn(10, 64)
+    outputs = [unit(e) for unit in units]
+    torch.testing.assert_close(outputs[0], outputs[1])
+    before = [[p.detach().clone() for p in (u.layers[0].weight, u.reduce.weight, u.norms[0].weight)] for u in units]
+    for unit, out in zip(units, outputs):
+        optimizer = torch.optim.Adam(unit.parameters(), lr=1e-2, eps=1e-12)
+        out.pow(2).sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = [[u.layers[0].weight, u.reduce.weight, u.norms[0].weight] for u in units]
+        for p0, p1, q0, q1 in zip(before[0], after[0], before[1], after[1]):
+            plain, scaled = (p1 - p0).abs(), (q1 - q0).abs()
+            torch.testing.assert_close(scaled, 0.25 * plain, atol=1e-7, rtol=1e-4)
+    assert "layers.0.parametrizations.weight.original" in units[1].state_dict()

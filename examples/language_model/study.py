@@ -1,0 +1,81 @@
+"""What every language-model study in examples/ shares: train one row, score it, record it, tabulate the rows.
+
+A study is a dict of rows {name: {"n", "d", "flags": model flags}} and a training command (task, recipe). Each
+row keeps its checkpoints under WORKDIR/NAME (fairseq resumes an interrupted run from checkpoint_last.pt) and
+writes its fairseq log and result.json under RESULTS/NAME, which are committed: a finished row is skipped, so a
+study resumes row by row and may span sessions.
+"""
+
+import json
+import os
+from typing import Callable, Dict, Optional, Sequence
+
+from examples.common import eval_lm, fairseq, run, train_wall_seconds
+
+FIELDS = ("name", "n", "d", "transform", "params", "define_params", "valid_ppl", "test_ppl", "updates",
+          "train_wall_s")
+
+
+def parameters(data_bin: str, flags: Sequence[str]) -> dict:
+    """Parameter counts per part (total, map, define, context, output) of the model `flags` build on `data_bin`."""
+    from fairseq_define.params import build_model, count_parts
+
+    model, _ = build_model(["--data", data_bin, *[f for f in flags if f != "--cpu"]])
+    return count_parts(model)
+
+
+def transform_of(flags: Sequence[str]) -> str:
+    """The row's --define-transform (the last one given wins), or "table" for a model without a DeFINE embedding."""
+    if "--define-transform" not in flags:
+        return "table"
+    return flags[len(flags) - 1 - list(flags)[::-1].index("--define-transform") + 1]
+
+
+def run_row(name: str, row: dict, data_bin: str, save_dir: str, out_dir: str, train_args: Sequence[str],
+            score_test: bool = True, eval_args: Sequence[str] = (),
+            wrap: Optional[Callable[[list, str], list]] = None) -> dict:
+    """Train row `name` (`fairseq-train DATA_BIN <row flags> <train_args> --save-dir SAVE_DIR`, its log appended to
+    OUT_DIR/train.log), then score checkpoint_last.pt with fairseq-eval-lm (`eval_args` added) on valid (and test
+    if `score_test`) and write OUT_DIR/result.json. A row whose result.json exists is returned as it is.
+    `wrap(command, out_dir)` may rewrite the training command (e.g. to record gradient norms)."""
+    result_path = os.path.join(out_dir, "result.json")
+    if os.path.isfile(result_path):
+        print(f"[{name}] done already: {result_path}", flush=True)
+        return json.load(open(result_path))
+    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(save_dir, exist_ok=True)
+    log_path = os.path.join(out_dir, "train.log")
+    print(f"[{name}]", flush=True)
+    command = fairseq("train", data_bin, *row["flags"], *train_args, "--save-dir", save_dir)
+    run(wrap(command, out_dir) if wrap else command, log=log_path)
+    checkpoint = os.path.join(save_dir, "checkpoint_last.pt")
+    counts = parameters(data_bin, row["flags"])
+    updates = int(train_args[list(train_args).index("--max-update") + 1])
+    result = {"name": name, "n": row["n"], "d": row["d"], "transform": transform_of(row["flags"]),
+              "params": counts["total"], "define_params": counts["define"], "parts": counts,
+              "valid_ppl": eval_lm(data_bin, checkpoint, "valid", *eval_args),
+              "test_ppl": eval_lm(data_bin, checkpoint, "test", *eval_args) if score_test else None,
+              "updates": updates, "train_wall_s": train_wall_seconds(open(log_path).read()),
+              "flags": list(row["flags"]), "train_args": list(train_args)}
+    json.dump(result, open(result_path, "w"), indent=2)
+    print(f"[{name}] valid ppl {result['valid_ppl']:.2f}, {counts['total']:,} parameters, "
+          f"{result['train_wall_s']:.0f} s", flush=True)
+    return result
+
+
+def write_table(rows: Dict[str, dict], results_dir: str, tag: str) -> Dict[str, dict]:
+    """Collect every finished row of `rows` (also those of earlier invocations) from RESULTS_DIR/TAG/<row>, write
+    RESULTS_DIR/TAG.json ({"rows": [...]}, FIELDS of each) and print the table."""
+    table = {}
+    for name in rows:
+        path = os.path.join(results_dir, tag, name, "result.json")
+        if os.path.isfile(path):
+            table[name] = json.load(open(path))
+    with open(os.path.join(results_dir, f"{tag}.json"), "w") as f:
+        json.dump({"rows": [{k: r.get(k) for k in FIELDS} for r in table.values()]}, f, indent=2)
+    print(f"\n{'row':<26}{'params':>12}{'define':>10}{'valid ppl':>11}{'test ppl':>10}{'train s':>9}")
+    for r in table.values():
+        test = "-" if r["test_ppl"] is None else f"{r['test_ppl']:.2f}"
+        print(f"{r['name']:<26}{r['params']:>12,}{r['define_params']:>10,}{r['valid_ppl']:>11.2f}"
+              f"{test:>10}{r['train_wall_s']:>9.0f}")
+    return table
