@@ -42,7 +42,12 @@ def valid_curve(log_path):
 
 
 def finished_runs(study_dir):
+    """{name: result} of the finished runs, in the order of the study's table (STUDY_DIR.json), then by name."""
     names = sorted(d for d in os.listdir(study_dir) if os.path.isfile(os.path.join(study_dir, d, "result.json")))
+    table = study_dir.rstrip("/") + ".json"
+    if os.path.isfile(table):
+        order = [row["name"] for row in json.load(open(table))["rows"]]
+        names.sort(key=lambda name: (order.index(name) if name in order else len(order), name))
     return {name: json.load(open(os.path.join(study_dir, name, "result.json"))) for name in names}
 
 
