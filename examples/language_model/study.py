@@ -6,14 +6,46 @@ writes its fairseq log and result.json under RESULTS/NAME, which are committed: 
 study resumes row by row and may span sessions.
 """
 
+import argparse
 import json
 import os
 from typing import Callable, Dict, Optional, Sequence
 
-from examples.common import eval_lm, fairseq, run, train_wall_seconds
+from examples.common import REPO, SHARED_DATA, eval_lm, fairseq, preprocess_wikitext, run, train_wall_seconds
 
 FIELDS = ("name", "n", "d", "transform", "params", "define_params", "valid_ppl", "test_ppl", "updates",
           "train_wall_s")
+
+
+def study_arguments(doc: str, max_update: int, budget: str, tiny_arch: str) -> argparse.ArgumentParser:
+    """The command line every WikiText-2 study takes: --data, --workdir, --results, --max-update, --only, --tiny."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.path.join(SHARED_DATA, "wikitext-2"),
+                        help="folder with wiki.{train,valid,test}.tokens, or a fairseq-preprocess'd folder "
+                             "(dict.txt, {train,valid,test}.bin/.idx)")
+    parser.add_argument("--workdir", default=os.path.join(REPO, "runs"))
+    parser.add_argument("--results", default=os.path.join(REPO, "docs", "results"))
+    parser.add_argument("--max-update", type=int, default=max_update,
+                        help=f"updates per row (default {max_update}: {budget})")
+    parser.add_argument("--only", nargs="+", help="run only these rows")
+    parser.add_argument("--tiny", action="store_true",
+                        help=f"the same rows on {tiny_arch}'s sizes (for tests and trials)")
+    return parser
+
+
+def check_only(parser: argparse.ArgumentParser, only: Optional[Sequence[str]], rows: dict):
+    unknown = set(only or []) - set(rows)
+    if unknown:
+        parser.error(f"--only: unknown rows {sorted(unknown)}; rows: {', '.join(rows)}")
+
+
+def wikitext_bin(data: str, workdir: str) -> str:
+    """DATA itself if it is binarized (has dict.txt), else WikiText-2's raw files binarized into
+    WORKDIR/wikitext-2-bin (once)."""
+    data = os.path.abspath(data)
+    if os.path.isfile(os.path.join(data, "dict.txt")):
+        return data
+    return preprocess_wikitext(data, os.path.join(workdir, "wikitext-2-bin"))
 
 
 def parameters(data_bin: str, flags: Sequence[str]) -> dict:
