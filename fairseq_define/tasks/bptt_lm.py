@@ -31,7 +31,7 @@ Model-side contract (see `StreamStateMixin`, which implements the bookkeeping):
   a split (``sample["block"] == 0``; this also covers several validation subsets in a row). A model without it
   still trains (a warning is logged), each batch then being scored without the previous ones.
 - the state is per shard (each worker keeps its own rows) and is not checkpointed: a run resumed mid-epoch
-  continues with an empty state.
+  continues the stream at the next batch (fairseq's iterator state), with an empty state.
 - fairseq-eval-lm: load the checkpoint with ``--task bptt_lm`` (``--tokens-per-sample`` and ``--batch-size``
   choose the evaluation segment length and the number of streams; ``--context-window`` is refused, memory
   replaces it). SequenceScorer calls ``model(**net_input)`` per batch in order and then
@@ -39,6 +39,9 @@ Model-side contract (see `StreamStateMixin`, which implements the bookkeeping):
   fairseq can normalise (logits [B, T, V], or features with an ``adaptive_softmax`` on the decoder) and must
   carry its memory across those calls by the rule above. With batch size B, the result equals the validation
   loss of the trainer at the same T and B. Memory length changes go through ``--model-overrides``.
+- generation (fairseq-interactive, the hub's ``sample``): prompts are built as fairseq's language_modeling task
+  builds them (``build_dataset_for_inference``, ``inference_step``) and batched by fairseq's default iterator;
+  the model decodes with an ``incremental_state`` and leaves the stream state alone.
 """
 
 import logging
@@ -53,6 +56,7 @@ from fairseq.data import Dictionary, FairseqDataset, data_utils, iterators
 from fairseq.data.indexed_dataset import MMapIndexedDataset
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks.language_modeling import LanguageModelingTask
 from omegaconf import II
 
 logger = logging.getLogger(__name__)
@@ -261,9 +265,16 @@ class BPTTLMTask(FairseqTask):
                            skip_remainder_batch=False, grouped_shuffling=False, update_epoch_batch_itr=False):
         """Batches of `BPTTBlocks` in order. Sharding is done on rows (not by dealing batches to workers),
         nothing is shuffled, filtered or dropped (`max_positions`, `required_batch_size_multiple`,
-        `skip_remainder_batch` and `grouped_shuffling` do not apply)."""
+        `skip_remainder_batch` and `grouped_shuffling` do not apply). Any other dataset (the prompts of
+        `build_dataset_for_inference`) is batched by fairseq's default."""
         if not isinstance(dataset, TokenStream):
-            raise TypeError(f"bptt_lm: expected a TokenStream, got {type(dataset).__name__}")
+            return super().get_batch_iterator(
+                dataset, max_tokens=max_tokens, max_sentences=max_sentences, max_positions=max_positions,
+                ignore_invalid_inputs=ignore_invalid_inputs,
+                required_batch_size_multiple=required_batch_size_multiple, seed=seed, num_shards=num_shards,
+                shard_id=shard_id, num_workers=num_workers, epoch=epoch, data_buffer_size=data_buffer_size,
+                disable_iterator_cache=disable_iterator_cache, skip_remainder_batch=skip_remainder_batch,
+                grouped_shuffling=grouped_shuffling, update_epoch_batch_itr=update_epoch_batch_itr)
         rows = self.rows_per_shard(max_sentences, max_tokens)
         blocks = BPTTBlocks(dataset, rows, self.cfg.tokens_per_sample, self.dictionary.pad(), num_shards, shard_id)
         return iterators.EpochBatchIterator(
@@ -286,6 +297,18 @@ class BPTTLMTask(FairseqTask):
         return self.get_batch_iterator(dataset, max_tokens=max_tokens, max_sentences=batch_size,
                                        num_shards=num_shards, shard_id=shard_id, num_workers=num_workers,
                                        data_buffer_size=data_buffer_size).next_epoch_itr(shuffle=False)
+
+    # -------------------------------------------------------- generation (fairseq-interactive, hub sample)
+    # fairseq's language_modeling prompts: each prompt with eos prepended as the source and a pad appended to the
+    # target, one prompt per sample; the prompt (without its leading eos) is the generator's prefix. Generation
+    # decodes with an ``incremental_state``: the stream state of training / validation is not used or changed.
+    build_dataset_for_inference = LanguageModelingTask.build_dataset_for_inference
+    inference_step = LanguageModelingTask.inference_step
+
+    @property
+    def args(self):
+        """The config, under the name fairseq's language_modeling methods read it by (`add_bos_token`: unset)."""
+        return self.cfg
 
     # -------------------------------------------------------- stream state hand-off
     def reset_stream_state(self, model, mode: str):

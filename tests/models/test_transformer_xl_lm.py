@@ -335,9 +335,9 @@ def test_cli_trains_with_the_defaults_bands_and_define_bptt_nll(tmp_path):
 
 
 def test_cli_interactive_samples_with_incremental_memory(periodic):
-    """fairseq-interactive (the LM sampling path of fairseq's tools, with --task language_modeling, as bptt_lm
-    builds no inference dataset) decodes incrementally with beam 2; its printed positional scores (base 2) equal
-    the full forward of the same tokens."""
+    """fairseq-interactive (the LM sampling path of fairseq's tools, here with --task language_modeling; with
+    --task bptt_lm in the next test) decodes incrementally with beam 2; its printed positional scores (base 2)
+    equal the full forward of the same tokens."""
     from fairseq import checkpoint_utils
 
     data, checkpoint, _ = periodic
@@ -357,3 +357,35 @@ def test_cli_interactive_samples_with_incremental_memory(periodic):
                                             log_probs=True)[0]
     expected = lprobs.gather(1, ids[:, None]).squeeze(1) / math.log(2)  # interactive prints base 2
     assert torch.allclose(expected, scores, atol=2e-4)
+
+
+def interactive_hypothesis(data, checkpoint, task, prompt):
+    out = cli.run("interactive", data, "--task", task, "--path", checkpoint, "--cpu", "--beam", 2, "--max-len-b", 16,
+                  stdin=" ".join(prompt) + "\n")
+    lines = (out.stdout + out.stderr).splitlines()
+    return (next(line for line in lines if line.startswith("H-0")).split("\t")[1:],
+            next(line for line in lines if line.startswith("P-0")).split("\t")[1])
+
+
+def test_interactive_and_hub_sample_with_the_bptt_lm_task(periodic):
+    """With `--task bptt_lm` (the checkpoint's own task), fairseq-interactive builds its prompts with the task's
+    build_dataset_for_inference / inference_step and gives the same hypothesis and scores as with
+    language_modeling; the hub interface (`from_pretrained(...).sample`) decodes the same beam and samples, and
+    generation leaves the stream memory alone."""
+    from fairseq_define.models.transformer_xl_lm import TransformerXLLanguageModel
+
+    data, checkpoint, _ = periodic
+    prompt = open(os.path.join(os.path.dirname(data), "valid.txt")).readline().split()[:5]
+    bptt = interactive_hypothesis(data, checkpoint, "bptt_lm", prompt)
+    assert bptt == interactive_hypothesis(data, checkpoint, "language_modeling", prompt)
+    (score, text), positional = bptt
+    assert text.split()[:5] == prompt and len(text.split()) > 5
+
+    hub = TransformerXLLanguageModel.from_pretrained(os.path.dirname(checkpoint), os.path.basename(checkpoint),
+                                                     data, user_dir=cli.PLUGIN)
+    assert type(hub.task).__name__ == "BPTTLMTask"
+    assert hub.sample(" ".join(prompt), beam=2, max_len_b=16) == text
+    torch.manual_seed(0)
+    sampled = hub.sample([" ".join(prompt)] * 2, beam=1, sampling=True, sampling_topk=3, max_len_b=10)
+    assert len(sampled) == 2 and all(s.split()[:5] == prompt and len(s.split()) > 5 for s in sampled)
+    assert hub.models[0].decoder.get_stream_state("valid") is None  # incremental decoding: no stream state

@@ -8,6 +8,9 @@ the source of each target is the token before it in the split (eos for the very 
 import json
 import os
 import random
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -265,3 +268,126 @@ def test_fairseq_train_and_eval_lm_cli_agree(data_dir, tmp_path):
     line = next(line for line in (out.stdout + out.stderr).splitlines() if "Loss (base 2)" in line)
     eval_loss = float(line.split("Loss (base 2): ")[1].split(",")[0])
     assert eval_loss == pytest.approx(float(valid[0]["valid_loss"]), abs=1e-3)
+
+
+# ---------------------------------------------------------------- fairseq-train: resume, two ranks
+RECORDER = '''"""Test plugin: the DeFINE plugin, with bptt_lm's train_step recording every batch it trains on."""
+import json
+import os
+import sys
+
+sys.path.insert(0, {repo!r})
+import fairseq_define.plugin  # noqa: E402,F401  (bptt_lm, define_transformer_xl_tiny, ...)
+import torch.distributed as dist  # noqa: E402
+from fairseq_define.tasks.bptt_lm import BPTTLMTask  # noqa: E402
+
+_train_step = BPTTLMTask.train_step
+
+
+def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+    loss, sample_size, log = _train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad)
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    with open(os.environ["BPTT_RECORD"] + "." + str(rank), "a") as f:
+        f.write(json.dumps({{"update": int(update_num), "block": int(sample["block"]), "dummy": bool(ignore_grad),
+                            "src": sample["net_input"]["src_tokens"].tolist(), "tgt": sample["target"].tolist(),
+                            "ntokens": int(sample["ntokens"]), "loss": float(loss)}}) + "\\n")
+    return loss, sample_size, log
+
+
+BPTTLMTask.train_step = train_step
+'''
+
+TXL = ["--task", "bptt_lm", "--arch", "define_transformer_xl_tiny", "--optimizer", "adam", "--lr", "1e-3",
+       "--tokens-per-sample", "5", "--batch-size", "3", "--cpu", "--num-workers", "0", "--seed", "1",
+       "--disable-validation", "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "1"]
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    """(--user-dir of the recording plugin, read(name, rank) -> the recorded batches of run `name`)."""
+    plugin = tmp_path / "bptt_record_plugin"
+    plugin.mkdir()
+    (plugin / "__init__.py").write_text(RECORDER.format(repo=REPO_ROOT))
+
+    def read(name, rank=0):
+        path = tmp_path / f"{name}.{rank}"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    return str(plugin), read
+
+
+def train_recorded(plugin, record, *flags, rank=None):
+    """fairseq-train FLAGS with the recording plugin, batches recorded to RECORD.<rank>; returns the process
+    (started, not waited for) if `rank` is given (distributed runs), else its output (checked)."""
+    env = dict(os.environ, BPTT_RECORD=str(record), PYTHONWARNINGS="ignore")
+    command = [sys.executable, "-m", "fairseq_cli.train", *map(str, flags), "--user-dir", plugin]
+    if rank is not None:
+        return subprocess.Popen(command + ["--distributed-rank", str(rank)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env)
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout + out.stderr
+
+
+def test_resume_from_a_mid_epoch_checkpoint_continues_the_stream(data_dir, tmp_path, recorder):
+    """Train 5 updates (a checkpoint every 2 and at the stop, mid-epoch), resume to 9: the resumed run trains on
+    batches 5..8, its first batch continues each row of the last batch before the stop, and (no memory, no
+    dropout: each update depends only on its batch and the restored weights / Adam state) its losses equal those
+    of an uninterrupted 9-update run."""
+    plugin, read = recorder
+    flags = [data_dir, *TXL, "--mem-len", 0, "--dropout", 0, "--save-interval-updates", 2]
+    train_recorded(plugin, tmp_path / "whole", *flags, "--max-update", 9, "--save-dir", tmp_path / "whole_ckpt")
+    save = tmp_path / "ckpt"
+    train_recorded(plugin, tmp_path / "first", *flags, "--max-update", 5, "--save-dir", save)
+    log = train_recorded(plugin, tmp_path / "resumed", *flags, "--max-update", 9, "--save-dir", save)
+    assert "Loaded checkpoint" in log and "(epoch 1 @ 5 updates)" in log
+    whole, first, resumed = read("whole"), read("first"), read("resumed")
+    pad = BPTTLMTask.setup_task(BPTTLMConfig(data=data_dir, tokens_per_sample=5)).dictionary.pad()
+    n_blocks = len(epoch_samples(make_task(data_dir, 5), "train", rows=3))
+    assert n_blocks > 9  # the stop (5) and the end (9) are mid-epoch
+    assert [b["block"] for b in whole] == list(range(9)) and not any(b["dummy"] for b in whole)
+    assert [b["block"] for b in first] == list(range(5))
+    assert [b["block"] for b in resumed] == list(range(5, 9))
+    last, nxt = torch.tensor(first[-1]["tgt"]), torch.tensor(resumed[0]["src"])
+    assert torch.equal(nxt[:, 0], last[:, -1]) and last.ne(pad).all()  # row b continues row b
+    for a, b in zip(whole, first + resumed):
+        assert a["src"] == b["src"] and a["tgt"] == b["tgt"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_rank_gloo_training_scores_every_token_once_per_epoch(data_dir, tmp_path, recorder):
+    """Two CPU processes (gloo, legacy_ddp, one rank each) train the tiny Transformer-XL for one epoch: each rank
+    reads its own rows (shard), both take the same number of steps, and the targets of the two ranks together,
+    row by row, are the training split exactly once."""
+    plugin, read = recorder
+    flags = [data_dir, *TXL, "--max-epoch", 1, "--save-dir", tmp_path / "ckpt", "--distributed-backend", "gloo",
+             "--ddp-backend", "legacy_ddp", "--distributed-no-spawn", "--distributed-world-size", 2,
+             "--distributed-init-method", f"tcp://127.0.0.1:{free_port()}"]
+    procs = [train_recorded(plugin, tmp_path / "ddp", *flags, rank=rank) for rank in (0, 1)]
+    logs = [p.communicate(timeout=1800)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert "no reset_stream_state" not in logs[0] + logs[1]  # the task reaches the model through the DDP wrapper
+    batches = [read("ddp", rank) for rank in (0, 1)]
+    assert not any(b["dummy"] for b in batches[0] + batches[1])
+    n_blocks = len(epoch_samples(make_task(data_dir, 5), "train", rows=3, num_shards=2))
+    assert [b["block"] for b in batches[0]] == [b["block"] for b in batches[1]] == list(range(n_blocks))
+    assert [b["update"] for b in batches[0]] == list(range(n_blocks))
+    epoch_end = [json.loads(line.split("| ")[-1]) for line in logs[0].splitlines() if '"train_num_updates"' in line]
+    assert int(epoch_end[-1]["train_num_updates"]) == n_blocks  # one update = one batch of each rank
+    task = make_task(data_dir, 5)
+    pad = task.dictionary.pad()
+    tokens, n_tokens = split_tokens(task, "train")
+    rows = []
+    for rank in (0, 1):
+        tgt = torch.cat([torch.tensor(b["tgt"]) for b in batches[rank]], dim=1)  # [3, columns] of this rank
+        rows += [row[row.ne(pad)] for row in tgt]
+    assert torch.equal(rows[0][:5], tokens[:5]) and not torch.equal(rows[0], rows[3])  # different rows per rank
+    assert torch.equal(torch.cat(rows), tokens)
+    assert sum(b["ntokens"] for b in batches[0] + batches[1]) == n_tokens
+    assert os.path.exists(tmp_path / "ckpt" / "checkpoint_last.pt")
