@@ -1,95 +1,352 @@
-"""Multi30k en->de, raw text to sacreBLEU: the baseline Transformer and the DeFINE one, same recipe.
+"""Does DeFINE deliver in translation? The paper's MT comparison at Multi30k size (en->de), resumable row by row.
 
-    python -m examples.translation.multi30k --model both [--data ../shared/data/multi30k] [--workdir runs/multi30k]
+    python -m examples.translation.multi30k [--data ../shared/data/multi30k]     # baseline, map-128, define-128
+    python -m examples.translation.multi30k --only define-64                     # the optional row
+    python -m examples.translation.multi30k --test PREFIX [--test PREFIX2]       # also score PREFIX.en -> PREFIX.de
+    python -m examples.translation.multi30k --plot-only                          # figures from the committed logs
 
-Steps (examples/translation/pipeline.py): joint BPE with sentencepiece on the training text of both languages, encode,
-fairseq-preprocess with a joined dictionary, fairseq-train (pipeline.RECIPE), fairseq-generate
-on test2016 (beam 5, every sentence), detokenize, sacreBLEU BLEU and chrF against the raw references. Prints the
-scores with their signatures and the parameter counts, and writes WORKDIR/results.json (and the training logs,
-WORKDIR/train-MODEL.log, and hypotheses).
+One context model for every row (3+3 post-norm layers, 256 wide, FFN 1024, 4 heads), one joint sentencepiece
+vocabulary shared by encoder, decoder and output (`--share-all-embeddings`), the same recipe, seed and budget.
+Rows (`ROWS`):
+- `baseline`: fairseq's `--arch transformer`, a V x 256 table;
+- `map-128`: a V x 128 Map projected to d = m = 256, no unit (`--define-transform none`); the tied output scores
+  in the Map's space through the transposed projection;
+- `define-128`: the same Map + the paper's unit (k = 1024, N = 3, g_max = 32: 437,120 parameters; the paper's MT
+  unit takes n = 128 directly with g_max = 4, 1.36M);
+- `define-64`: the same with n = 64 (run only when named with --only).
+
+Steps (examples/translation/pipeline.py): joint BPE with sentencepiece on the training text of both languages,
+fairseq-preprocess with a joined dictionary, fairseq-train (`RECIPE`: fairseq's IWSLT recipe scaled to Multi30k,
+epoch checkpoints kept, valid loss each epoch), then for two checkpoints, the average of the last 5 epoch
+checkpoints and checkpoint_best.pt (lowest valid loss): valid loss (fairseq-validate), fairseq-generate on every
+test2016 sentence (beam 5), sacreBLEU BLEU and chrF with their signatures; each `--test PREFIX` is scored too.
+
+Checkpoints go to WORKDIR/mt_multi30k/ROW (fairseq resumes an interrupted run from checkpoint_last.pt); the fairseq
+log and result.json go to RESULTS/mt_multi30k/ROW (committed): a row with a result.json is skipped (a missing
+`--test` score is added to it while its checkpoints remain), so the study resumes row by row across sessions. The
+table goes to RESULTS/mt_multi30k.json and the curves to RESULTS/figures/mt_multi30k_valid.png.
 """
 
 import argparse
 import json
 import os
-import subprocess
+import re
 import sys
-import time
 
-from examples.common import REPO, SHARED_DATA, words_per_second
-from examples.recipes import SMALL_MT_BASELINE, SMALL_MT_DEFINE
+from examples.common import REPO, SHARED_DATA, TRAIN_LINE, fairseq, run, train_wall_seconds, words_per_second
+from examples.recipes import SMALL_MT_CONTEXT
 from examples.translation import pipeline as mt_pipeline
 
-MODELS = {"baseline": SMALL_MT_BASELINE, "define": SMALL_MT_DEFINE}
+TAG = "mt_multi30k"
 SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
+UNIT = ["--define-transform", "define", "--define-expand-dim", "1024", "--define-depth", "3",
+        "--define-max-groups", "32"]
 
 
-def prepare(data: str, workdir: str, vocab_size: int, src: str, tgt: str, splits=SPLITS) -> str:
-    for split, name in splits.items():
+def map_row(n, unit=()):
+    """A Map of width n projected to d = m = 256, with `unit` (default: none), shared by encoder, decoder, output."""
+    return ["--arch", "define_transformer", *SMALL_MT_CONTEXT, "--share-all-embeddings", "--define-map-dim", str(n),
+            "--define-input-dim", "256", *(unit or ["--define-transform", "none"])]
+
+
+ROWS = {
+    "baseline": ["--arch", "transformer", *SMALL_MT_CONTEXT, "--share-all-embeddings"],
+    "map-128": map_row(128),
+    "define-128": map_row(128, UNIT),
+    "define-64": map_row(64, UNIT),
+}
+DEFAULT_ROWS = ("baseline", "map-128", "define-128")
+# fairseq's IWSLT'14 de-en recipe (Adam 0.9/0.98, inverse_sqrt, dropout 0.3, weight decay 1e-4, label smoothing
+# 0.1, 4096 tokens a batch) with a higher peak lr (1e-3, not 5e-4) and a shorter warmup (400 updates, about 3 of
+# Multi30k's 132-update epochs, not 4000) for a budget of 10 epochs, ~1300 updates, about an hour on 2 CPU cores.
+# Validation each epoch logs the valid loss only: fairseq's --eval-bleu (valid BLEU each epoch) stores numpy arrays
+# (its n-gram counts) in the checkpoints, which torch >= 2.6's weights-only loading refuses (resume, generate).
+RECIPE = [
+    "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--clip-norm", "0.0", "--lr", "0.001",
+    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400", "--warmup-init-lr", "1e-07",
+    "--dropout", "0.3", "--weight-decay", "0.0001", "--criterion", "label_smoothed_cross_entropy",
+    "--label-smoothing", "0.1", "--max-tokens", "4096", "--seed", "1", "--cpu", "--log-interval", "50",
+]
+MAX_EPOCH = 10
+
+
+def prepare(data: str, workdir: str, vocab_size: int, src: str, tgt: str):
+    """Joint sentencepiece model, encoded text and binarized data (each made once); returns (data_bin, spm model)."""
+    for name in SPLITS.values():
         for lang in (src, tgt):
             if not os.path.isfile(os.path.join(data, f"{name}.{lang}")):
                 sys.exit(f"missing {os.path.join(data, f'{name}.{lang}')} (pass --data DIR with Multi30k's "
-                         f"{', '.join(splits.values())} .{src}/.{tgt} files)")
-    spm = mt_pipeline.train_sentencepiece([os.path.join(data, f"{splits['train']}.{lang}") for lang in (src, tgt)],
+                         f"{', '.join(SPLITS.values())} .{src}/.{tgt} files)")
+    spm = mt_pipeline.train_sentencepiece([os.path.join(data, f"{SPLITS['train']}.{lang}") for lang in (src, tgt)],
                                           os.path.join(workdir, "spm", f"joint{vocab_size}"), vocab_size)
     text = os.path.join(workdir, "spm-text")
     if not os.path.isfile(os.path.join(text, f"test.{tgt}")):
-        mt_pipeline.encode_splits(spm, {split: os.path.join(data, name) for split, name in splits.items()}, text, src, tgt)
-    return mt_pipeline.preprocess(text, os.path.join(workdir, "data-bin"), src, tgt)
+        mt_pipeline.encode_splits(spm, {split: os.path.join(data, name) for split, name in SPLITS.items()}, text,
+                                  src, tgt)
+    return mt_pipeline.preprocess(text, os.path.join(workdir, "data-bin"), src, tgt), spm
 
 
-def parameter_counts(data_bin: str, model_flags) -> dict:
-    out = subprocess.run([sys.executable, "-m", "fairseq_define.params", "--data", data_bin, *model_flags,
-                          "--share-all-embeddings", "--json"], capture_output=True, text=True, check=True, cwd=REPO)
-    return json.loads(out.stdout)
+def binarize_test(prefix: str, spm: str, data_bin: str, workdir: str, src: str, tgt: str) -> str:
+    """PREFIX.src/.tgt encoded with the study's sentencepiece model and binarized with its dictionary as the `test`
+    subset of WORKDIR/test-NAME (once); returns that folder."""
+    dest = os.path.join(workdir, "test-" + os.path.basename(prefix))
+    if not os.path.isfile(os.path.join(dest, f"test.{src}-{tgt}.{tgt}.bin")):
+        text = os.path.join(dest, "spm-text")
+        mt_pipeline.encode_splits(spm, {"test": prefix}, text, src, tgt)
+        dicts = [a for lang, flag in ((src, "--srcdict"), (tgt, "--tgtdict"))
+                 for a in (flag, os.path.join(data_bin, f"dict.{lang}.txt"))]
+        run(fairseq("preprocess", "--source-lang", src, "--target-lang", tgt, "--testpref",
+                    os.path.join(text, "test"), "--destdir", dest, *dicts, "--workers", "2"))
+    return dest
+
+
+def last_value(flags, name, default=None):
+    """The value of the last `name` in `flags` (the one fairseq uses), else `default`."""
+    values = [flags[i + 1] for i, flag in enumerate(flags[:-1]) if flag == name]
+    return values[-1] if values else default
+
+
+def describe(flags) -> dict:
+    """n (the input table's width), d and the unit of the model that `flags` build."""
+    if last_value(flags, "--arch") == "transformer":
+        n = int(last_value(flags, "--encoder-embed-dim"))
+        return {"n": n, "d": n, "transform": "table"}
+    n = int(last_value(flags, "--define-map-dim"))
+    return {"n": n, "d": int(last_value(flags, "--define-input-dim", n)),
+            "transform": last_value(flags, "--define-transform", "define")}
+
+
+def parameters(data_bin: str, flags) -> dict:
+    """Parameter counts per part (fairseq_define.params) of the model that fairseq-train `flags` build."""
+    from fairseq_define.params import build_model, count_parts
+
+    model, _ = build_model(["--data", data_bin, *flags])
+    return dict(count_parts(model))
+
+
+def valid_loss(data_bin: str, checkpoint: str) -> float:
+    """fairseq-validate's loss (label-smoothed, base 2, as the training log's) of `checkpoint` on the valid set."""
+    out = run(fairseq("validate", data_bin, "--path", checkpoint, "--task", "translation", "--valid-subset", "valid",
+                      "--max-tokens", 8000, "--cpu"))
+    return float(re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", out.stdout + out.stderr)[-1])
+
+
+def score_test(data_bin: str, checkpoint: str, references, hypotheses_path: str, generate_extra) -> dict:
+    """Beam-5 translations of every sentence of `data_bin`'s test subset, saved, and their sacreBLEU scores."""
+    hypotheses = mt_pipeline.generate(data_bin, checkpoint, "test", extra=["--cpu", *generate_extra])
+    with open(hypotheses_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(hypotheses) + "\n")
+    return mt_pipeline.score(hypotheses, references)
+
+
+def score_extra_tests(result: dict, save_dir: str, tests: dict, generate_extra) -> bool:
+    """Add to result["extra_tests"] the scores of each test set of `tests` (name -> (data_bin, references)) it
+    lacks, for the checkpoints of result["scores"]; returns whether any was added."""
+    missing = {name: test for name, test in tests.items() if name not in result.setdefault("extra_tests", {})}
+    for name, (test_bin, references) in missing.items():
+        result["extra_tests"][name] = {
+            choice: score_test(test_bin, os.path.join(save_dir, scores["checkpoint"]), references,
+                               os.path.join(save_dir, f"hypotheses.{name}.{choice}.txt"), generate_extra)
+            for choice, scores in result["scores"].items()}
+    return bool(missing)
+
+
+def last_epoch_line(log: str):
+    """(epoch, updates) of the last per-epoch `train` line of a fairseq-train log, else None."""
+    lines = re.findall(TRAIN_LINE + r"epoch (\d+) .*?\| num_updates (\d+)", log)
+    return tuple(map(int, lines[-1])) if lines else None
+
+
+def trained(log: str, max_epoch: int, max_update) -> bool:
+    """Whether the run of `log` reached the budget (its last epoch line is written at the budget's end, also when
+    --max-update stops it mid-epoch; a killed process leaves its epoch unfinished and unlogged)."""
+    last = last_epoch_line(log)
+    return last is not None and (last[0] >= max_epoch or (max_update is not None and last[1] >= max_update))
+
+
+def train_row(name, flags, data_bin, save_dir, log_path, budget, args) -> str:
+    """fairseq-train row `name` up to the budget, resuming from its checkpoint_last.pt; returns the whole log."""
+    log = open(log_path).read() if os.path.isfile(log_path) else ""
+    if trained(log, args.max_epoch, args.max_update):  # fairseq would take one more step past --max-update
+        print(f"[{name}] trained already ({log_path})", flush=True)
+        return log
+    mt_pipeline.train(data_bin, save_dir, flags, recipe=RECIPE, extra=budget, log=log_path)
+    return open(log_path).read()
+
+
+def score_checkpoints(data_bin: str, save_dir: str, args) -> dict:
+    """Test2016 BLEU and chrF (every sentence, beam 5) and valid loss of the average of the last `args.average`
+    epoch checkpoints (written now) and of checkpoint_best.pt, keyed "average-last-N" and "best"."""
+    references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS['test']}.{args.tgt}"))
+    epochs = mt_pipeline.last_epoch_checkpoints(save_dir, args.average)
+    choices = {f"average-last-{args.average}": mt_pipeline.average_checkpoints(
+        epochs, os.path.join(save_dir, f"average-last-{args.average}.pt")),
+        "best": os.path.join(save_dir, "checkpoint_best.pt")}
+    scores = {choice: dict(score_test(data_bin, path, references, os.path.join(save_dir, f"hypotheses.{choice}.txt"),
+                                      args.generate_extra.split()), valid_loss=valid_loss(data_bin, path),
+                           checkpoint=os.path.basename(path))
+              for choice, path in choices.items()}
+    scores[f"average-last-{args.average}"]["averaged"] = [os.path.basename(path) for path in epochs]
+    return scores
+
+
+def run_one(name, flags, data_bin, save_dir, out_dir, budget, args, tests) -> dict:
+    """Train and score row `name` and write out_dir/result.json; a row that has one is not trained again (only the
+    extra tests it lacks are scored, while its checkpoints remain)."""
+    result_path = os.path.join(out_dir, "result.json")
+    if os.path.isfile(result_path):
+        print(f"[{name}] done already: {result_path}", flush=True)
+        result = json.load(open(result_path))
+        if tests and all(os.path.isfile(os.path.join(save_dir, s["checkpoint"])) for s in result["scores"].values()):
+            if score_extra_tests(result, save_dir, tests, args.generate_extra.split()):
+                json.dump(result, open(result_path, "w"), indent=2)
+        return result
+    print(f"[{name}]", flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    log = train_row(name, flags, data_bin, save_dir, os.path.join(out_dir, "train.log"), budget, args)
+    model_flags = [*flags, *args.extra.split()]
+    counts = parameters(data_bin, model_flags)
+    epochs, updates = last_epoch_line(log)
+    result = {"name": name, **describe(model_flags), "params": counts["total"], "define_params": counts["define"],
+              "parts": counts, "epochs": epochs, "updates": updates, "train_wall_s": train_wall_seconds(log),
+              "train_words_per_s": words_per_second(log), "scores": score_checkpoints(data_bin, save_dir, args),
+              "flags": flags, "recipe": [*RECIPE, *budget]}
+    score_extra_tests(result, save_dir, tests, args.generate_extra.split())
+    json.dump(result, open(result_path, "w"), indent=2)
+    return result
+
+
+def summary(results) -> list:
+    """One entry per row per checkpoint choice, as RESULTS/mt_multi30k.json holds them."""
+    rows = []
+    for r in results:
+        for choice, s in r["scores"].items():
+            rows.append({"name": r["name"], "n": r["n"], "transform": r["transform"], "params": r["params"],
+                         "define_params": r["define_params"], "bleu": round(s["bleu"], 2), "chrf": round(s["chrf"], 2),
+                         "valid_loss": s["valid_loss"], "updates": r["updates"], "train_wall_s": r["train_wall_s"],
+                         "checkpoint": choice,
+                         "extra_tests": {t: {"bleu": round(c[choice]["bleu"], 2), "chrf": round(c[choice]["chrf"], 2)}
+                                         for t, c in r.get("extra_tests", {}).items()}})
+    return rows
+
+
+def finished(results_dir: str) -> list:
+    """The result.json of every finished row under RESULTS/mt_multi30k, in ROWS order (then any other)."""
+    study = os.path.join(results_dir, TAG)
+    names = sorted(os.listdir(study), key=lambda n: (list(ROWS).index(n) if n in ROWS else len(ROWS), n)) \
+        if os.path.isdir(study) else []
+    return [json.load(open(os.path.join(study, n, "result.json"))) for n in names
+            if os.path.isfile(os.path.join(study, n, "result.json"))]
+
+
+def valid_curve(log_path: str) -> list:
+    """[(updates, valid loss, valid BLEU or None)] of each validation in a fairseq-train log."""
+    points = []
+    for line in open(log_path, encoding="utf-8"):
+        if m := re.search(r"valid on 'valid' subset \| loss ([\d.]+) .*?\| num_updates (\d+)", line):
+            bleu = re.search(r"\| bleu ([\d.]+)", line)
+            points.append((int(m.group(2)), float(m.group(1)), float(bleu.group(1)) if bleu else None))
+    return points
+
+
+def plot(results_dir: str):
+    """Valid loss (and valid BLEU, where a run logged it with --eval-bleu) against updates for every row with a
+    train.log, to RESULTS/figures/mt_multi30k_valid.png; returns its path (None without any curve)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    study = os.path.join(results_dir, TAG)
+    curves = {name: valid_curve(os.path.join(study, name, "train.log")) for name in
+              (sorted(os.listdir(study)) if os.path.isdir(study) else [])
+              if os.path.isfile(os.path.join(study, name, "train.log"))}
+    curves = {name: points for name, points in curves.items() if points}
+    if not curves:
+        return None
+    with_bleu = any(bleu is not None for points in curves.values() for _, _, bleu in points)
+    fig, axes = plt.subplots(1, 2 if with_bleu else 1, figsize=(12 if with_bleu else 6.5, 4.5), squeeze=False)
+    for name, points in curves.items():
+        style = "--" if name.startswith("map") else ":" if name == "baseline" else "-"
+        updates, loss, bleu = zip(*points)
+        axes[0][0].plot(updates, loss, style, marker="o", markersize=3, label=name)
+        if with_bleu and None not in bleu:
+            axes[0][1].plot(updates, bleu, style, marker="o", markersize=3, label=name)
+    axes[0][0].set(xlabel="updates", ylabel="valid loss (label-smoothed, base 2)", title="Multi30k en-de: valid loss")
+    if with_bleu:
+        axes[0][1].set(xlabel="updates", ylabel="valid BLEU", title="valid BLEU")
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.join(results_dir, "figures"), exist_ok=True)
+    path = os.path.join(results_dir, "figures", f"{TAG}_valid.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def print_table(rows):
+    """The summary rows as a table (BLEU of each extra test set in the last columns)."""
+    extra = sorted({t for r in rows for t in r["extra_tests"]})
+    print(f"\n{'row':<12}{'checkpoint':<16}{'params':>11}{'define':>9}{'BLEU':>7}{'chrF':>7}{'valid loss':>11}"
+          f"{'updates':>8}{'train s':>9}" + "".join(f"{t[:14]:>16}" for t in extra))
+    for r in rows:
+        print(f"{r['name']:<12}{r['checkpoint']:<16}{r['params']:>11,}{r['define_params']:>9,}{r['bleu']:>7.2f}"
+              f"{r['chrf']:>7.2f}{r['valid_loss']:>11.3f}{r['updates']:>8}{r['train_wall_s']:>9.0f}"
+              + "".join(f"{r['extra_tests'][t]['bleu']:>16.2f}" if t in r["extra_tests"] else f"{'-':>16}"
+                        for t in extra))
+
+
+def parse_args(argv):
+    """The command line (see the module's docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.path.join(SHARED_DATA, "multi30k"))
+    parser.add_argument("--workdir", default=os.path.join(REPO, "runs"), help="checkpoints: WORKDIR/mt_multi30k")
+    parser.add_argument("--results", default=os.path.join(REPO, "docs", "results"))
+    parser.add_argument("--only", nargs="+", choices=list(ROWS),
+                        help=f"rows to run (default: {' '.join(DEFAULT_ROWS)})")
+    parser.add_argument("--max-epoch", type=int, default=MAX_EPOCH, help="training budget in epochs")
+    parser.add_argument("--max-update", type=int, help="training budget in updates (also; whichever comes first)")
+    parser.add_argument("--average", type=int, default=5, help="epoch checkpoints averaged (and kept)")
+    parser.add_argument("--test", action="append", default=[], metavar="PREFIX",
+                        help="also score PREFIX.SRC -> PREFIX.TGT (repeatable); stored under extra_tests[basename]")
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--src", default="en")
+    parser.add_argument("--tgt", default="de")
+    parser.add_argument("--extra", default="", help="more fairseq-train flags for every row (after the recipe's, so "
+                        "they win), e.g. '--encoder-layers 1 --decoder-layers 1'")
+    parser.add_argument("--define-extra", default="", help="more flags for the DeFINE rows, e.g. '--define-map-dim 32'")
+    parser.add_argument("--generate-extra", default="", help="more fairseq-generate flags, e.g. '--max-len-b 50'")
+    parser.add_argument("--plot-only", action="store_true", help="only draw the curves and print the table")
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.path.join(SHARED_DATA, "multi30k"))
-    parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "multi30k"))
-    parser.add_argument("--model", choices=["baseline", "define", "both"], default="both")
-    parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--max-update", type=int, default=3000)
-    parser.add_argument("--src", default="en")
-    parser.add_argument("--tgt", default="de")
-    parser.add_argument("--extra", default="", help="more fairseq-train flags for both models (after the recipe's, so "
-                        "they win), e.g. '--encoder-layers 6 --decoder-layers 6'")
-    parser.add_argument("--define-extra", default="", help="more flags for the DeFINE model, e.g. '--define-map-dim 128'")
-    parser.add_argument("--generate-extra", default="", help="more fairseq-generate flags, e.g. '--max-len-b 50'")
-    args = parser.parse_args(argv)
-
-    data_bin = prepare(os.path.abspath(args.data), args.workdir, args.vocab_size, args.src, args.tgt)
-    references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS['test']}.{args.tgt}"))
-    results = {}
-    for name in (["baseline", "define"] if args.model == "both" else [args.model]):
-        model_flags = MODELS[name] + (args.define_extra.split() if name == "define" else [])
-        flags = model_flags + args.extra.split()
-        save_dir = os.path.join(args.workdir, f"checkpoints-{name}")
-        start = time.time()
-        log = mt_pipeline.train(data_bin, save_dir, model_flags,
-                                extra=["--no-epoch-checkpoints", *args.extra.split(), "--max-update", args.max_update,
-                                       "--cpu"])
-        train_seconds = time.time() - start
-        with open(os.path.join(args.workdir, f"train-{name}.log"), "w") as f:
-            f.write(log)
-        hypotheses = mt_pipeline.generate(data_bin, os.path.join(save_dir, "checkpoint_last.pt"), "test",
-                                          extra=["--cpu", *args.generate_extra.split()])
-        results[name] = dict(mt_pipeline.score(hypotheses, references), params=parameter_counts(data_bin, flags),
-                             train_wps=words_per_second(log), train_seconds=train_seconds, flags=flags)
-        r = results[name]
-        print(f"\n[{name}] BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}  on {r['sentences']} test2016 sentences, "
-              f"{r['params']['total']:,} parameters, {r['train_wps']:.0f} words/s")
-        print(f"  {r['bleu_signature']}\n  {r['chrf_signature']}")
-        with open(os.path.join(args.workdir, f"hypotheses-{name}.{args.tgt}"), "w", encoding="utf-8") as f:
-            f.write("\n".join(hypotheses) + "\n")
-    with open(os.path.join(args.workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    print("\n" + f"{'model':<10}{'BLEU':>7}{'chrF':>7}{'total params':>15}{'map':>12}{'define':>10}{'words/s':>9}")
-    for name, r in results.items():
-        p = r["params"]
-        print(f"{name:<10}{r['bleu']:>7.2f}{r['chrf']:>7.2f}{p['total']:>15,}{p['map']:>12,}{p['define']:>10,}{r['train_wps']:>9.0f}")
-    return results
+    """Run the rows not finished yet, write RESULTS/mt_multi30k.json and the figure; returns the summary rows."""
+    args = parse_args(argv)
+    if not args.plot_only:
+        args.data = os.path.abspath(args.data)
+        workdir = os.path.join(args.workdir, TAG)
+        data_bin, spm = prepare(args.data, workdir, args.vocab_size, args.src, args.tgt)
+        tests = {os.path.basename(p): (binarize_test(p, spm, data_bin, workdir, args.src, args.tgt),
+                                       mt_pipeline.read_lines(f"{p}.{args.tgt}")) for p in args.test}
+        budget = ["--max-epoch", str(args.max_epoch), "--keep-last-epochs", str(max(5, args.average)),
+                  *(["--max-update", str(args.max_update)] if args.max_update else []), *args.extra.split()]
+        for name in args.only or DEFAULT_ROWS:
+            define = last_value(ROWS[name], "--arch") == "define_transformer"
+            flags = [*ROWS[name], *(args.define_extra.split() if define else [])]
+            run_one(name, flags, data_bin, os.path.join(workdir, name), os.path.join(args.results, TAG, name), budget,
+                    args, tests)
+    rows = summary(finished(args.results))
+    if not args.plot_only:
+        with open(os.path.join(args.results, f"{TAG}.json"), "w") as f:
+            json.dump({"rows": rows}, f, indent=2)
+    figure = plot(args.results)
+    if figure:
+        print(f"wrote {figure}")
+    print_table(rows)
+    return rows
 
 
 if __name__ == "__main__":
