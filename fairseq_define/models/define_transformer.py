@@ -45,7 +45,7 @@ DERIVED = {
 
 def _flat_transformer_fields():
     """fairseq's TransformerConfig under the flat names of `--arch transformer` (encoder.embed_dim ->
-    encoder_embed_dim, quant_noise.pq -> quant_noise_pq): (name, type, dataclass field) for each option."""
+    encoder_embed_dim, quant_noise.pq -> quant_noise_pq): (flat name, dataclass field) for each option."""
     for name, f in TransformerConfig.__dataclass_fields__.items():
         if inspect.isclass(f.type) and issubclass(f.type, FairseqDataclass):
             for sub_name, sub in f.type.__dataclass_fields__.items():
