@@ -33,10 +33,11 @@ def study_arguments(doc: str, max_update: int, budget: str, tiny_arch: str) -> a
     return parser
 
 
-def check_only(parser: argparse.ArgumentParser, only: Optional[Sequence[str]], rows: dict):
+def check_only(parser: argparse.ArgumentParser, only: Optional[Sequence[str]], rows: dict, label: str = "rows"):
+    """A parser error naming the --only rows that `rows` does not have (and listing the LABEL it has)."""
     unknown = set(only or []) - set(rows)
     if unknown:
-        parser.error(f"--only: unknown rows {sorted(unknown)}; rows: {', '.join(rows)}")
+        parser.error(f"--only: unknown rows {sorted(unknown)}; {label}: {', '.join(rows)}")
 
 
 def wikitext_bin(data: str, workdir: str) -> str:

@@ -24,7 +24,7 @@ import os
 from examples import recipes
 from examples.common import REPO, SHARED_DATA, preprocess_wikitext
 from examples.recipes import ADAPTIVE_LOSS, SMALL_LM_CONTEXT
-from examples.language_model.study import run_row, write_table
+from examples.language_model.study import check_only, run_row, write_table
 
 CONTEXT = SMALL_LM_CONTEXT  # 2 pre-norm layers, 256 wide, FFN 1024, 4 heads, 128-token blocks, dropout 0.1
 TIED_ADAPTIVE = [*recipes.TIED_ADAPTIVE, *ADAPTIVE_LOSS]  # cutoffs 5000,20000, factor 4, tied with the projections
@@ -102,9 +102,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows, max_update = STUDIES[args.study]
     max_update = args.max_update or max_update
-    unknown = set(args.only or []) - set(rows)
-    if unknown:
-        parser.error(f"--only: unknown rows {sorted(unknown)}; rows of --study {args.study}: {', '.join(rows)}")
+    check_only(parser, args.only, rows, f"rows of --study {args.study}")
     tag = "lm_wikitext2" if args.study == "main" else "lm_wikitext2_diagnosis"
     data_bin = preprocess_wikitext(os.path.abspath(args.data), os.path.join(args.workdir, "wikitext-2-bin"))
     diagnosis = args.study == "diagnosis"  # diagnosis runs choose on validation only, and record gradient norms
