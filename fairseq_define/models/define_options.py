@@ -7,7 +7,7 @@ Map's `--adaptive-input-*`) are not repeated. `define_config(args)` turns the pa
 """
 
 from contextlib import nullcontext
-from dataclasses import fields, make_dataclass
+from dataclasses import MISSING, fields, make_dataclass
 from dataclasses import field as dataclass_field
 from typing import Optional
 
@@ -68,11 +68,20 @@ def derive_unset(args, **values):
             setattr(args, name, value)
 
 
+def set_dataclass_defaults(args, config_class):
+    """Fill every attribute of `args` that an architecture or the user left unset (missing or None) with its default
+    in `config_class`: the legacy argparse path then builds the model the dataclass describes. Interpolated
+    defaults (`II("task.…")`) are left to fairseq."""
+    for f in fields(config_class):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if f.name.startswith("_") or default is MISSING or (isinstance(default, str) and default.startswith("${")):
+            continue
+        setattr(args, f.name, safe_getattr(args, f.name, default))
+
+
 def set_define_defaults(args):
     """Fill every define_* attribute that an architecture or the user did not set with its default."""
-    for _, attribute, _ in _flag_fields():
-        default = next(f.default for f in fields(DefineEmbeddingConfig) if f.name == attribute)
-        setattr(args, attribute, safe_getattr(args, attribute, default))
+    set_dataclass_defaults(args, DefineEmbeddingConfig)
 
 
 def define_config(args, adaptive_cutoff=None, adaptive_factor=4.0) -> DefineConfig:

@@ -51,7 +51,7 @@ from fairseq.models import (
 from fairseq.modules import AdaptiveSoftmax
 from fairseq.utils import safe_getattr
 
-from fairseq_define.models.define_options import DefineEmbeddingConfig, build_define_embedding, set_define_defaults
+from fairseq_define.models.define_options import DefineEmbeddingConfig, build_define_embedding, set_dataclass_defaults
 from fairseq_define.modules.awd_lstm import LSTMStack, embedding_type_dropout
 from fairseq_define.modules.define_embedding import DefineEmbedding
 from fairseq_define.tasks.bptt_lm import StreamStateMixin
@@ -281,18 +281,7 @@ class DefineLSTMLanguageModel(FairseqLanguageModel):
 def base_lstm_lm_architecture_defaults(args):
     """Every model flag an architecture or the user left unset, at the dataclass defaults (AWD-LSTM on PTB's
     sizes and dropouts, the DefineConfig defaults for the unit)."""
-    args.decoder_embed_dim = safe_getattr(args, "decoder_embed_dim", 400)
-    args.lstm_hidden_sizes = safe_getattr(args, "lstm_hidden_sizes", "1150,1150")
-    args.dropouti = safe_getattr(args, "dropouti", 0.4)
-    args.dropouth = safe_getattr(args, "dropouth", 0.25)
-    args.dropout = safe_getattr(args, "dropout", 0.4)
-    args.wdrop = safe_getattr(args, "wdrop", 0.5)
-    args.dropoute = safe_getattr(args, "dropoute", 0.1)
-    args.adaptive_softmax_cutoff = safe_getattr(args, "adaptive_softmax_cutoff", None)
-    args.adaptive_softmax_factor = safe_getattr(args, "adaptive_softmax_factor", 4.0)
-    args.adaptive_softmax_dropout = safe_getattr(args, "adaptive_softmax_dropout", 0.0)
-    args.adaptive_input_band0_proj = safe_getattr(args, "adaptive_input_band0_proj", False)
-    set_define_defaults(args)
+    set_dataclass_defaults(args, DefineLSTMLanguageModelConfig)
 
 
 def base_lstm_lm_architecture(args):

@@ -57,7 +57,7 @@ from fairseq_define.models.define_options import (
     DefineEmbeddingConfig,
     define_config,
     define_field,
-    set_define_defaults,
+    set_dataclass_defaults,
 )
 from fairseq_define.modules.define_embedding import DefineEmbedding
 from fairseq_define.modules.tied_adaptive_softmax import TiedAdaptiveLogSoftmax
@@ -229,7 +229,7 @@ class TransformerXLLanguageModel(FairseqLanguageModel):
 
     @classmethod
     def build_model(cls, cfg, task):
-        set_define_defaults(cfg)
+        base_transformer_xl_architecture(cfg)
         d = cfg.define_input_dim or cfg.decoder_embed_dim
         if cfg.decoder_embed_dim % 2:
             raise ValueError(f"--decoder-embed-dim={cfg.decoder_embed_dim} must be even (sinusoid positions)")
@@ -247,28 +247,8 @@ class TransformerXLLanguageModel(FairseqLanguageModel):
 
 def base_transformer_xl_architecture(args):
     """The dataclass defaults (the paper's DeFINE Transformer-XL, Table 2), for the legacy argparse path, where an
-    architecture sets what the user did not. User flags and checkpoint values win (safe_getattr)."""
-    args.decoder_layers = safe_getattr(args, "decoder_layers", 16)
-    args.decoder_embed_dim = safe_getattr(args, "decoder_embed_dim", 384)
-    args.decoder_attention_heads = safe_getattr(args, "decoder_attention_heads", 10)
-    args.decoder_head_dim = safe_getattr(args, "decoder_head_dim", 41)
-    args.decoder_ffn_embed_dim = safe_getattr(args, "decoder_ffn_embed_dim", 1920)
-    args.dropout = safe_getattr(args, "dropout", 0.1)
-    args.attention_dropout = safe_getattr(args, "attention_dropout", 0.0)
-    args.decoder_normalize_before = safe_getattr(args, "decoder_normalize_before", False)
-    args.untie_r = safe_getattr(args, "untie_r", False)
-    args.mem_len = safe_getattr(args, "mem_len", 150)
-    args.clamp_len = safe_getattr(args, "clamp_len", -1)
-    args.same_length = safe_getattr(args, "same_length", False)
-    args.adaptive_cutoff = safe_getattr(args, "adaptive_cutoff", "20000,40000,200000")
-    args.tie_head_proj = safe_getattr(args, "tie_head_proj", False)
-    args.no_scale_embedding = safe_getattr(args, "no_scale_embedding", False)
-    args.define_map_dim = safe_getattr(args, "define_map_dim", 128)
-    args.define_input_dim = safe_getattr(args, "define_input_dim", None) or args.decoder_embed_dim
-    args.define_expand_dim = safe_getattr(args, "define_expand_dim", 4096)
-    args.define_depth = safe_getattr(args, "define_depth", 3)
-    args.define_max_groups = safe_getattr(args, "define_max_groups", 128)
-    set_define_defaults(args)
+    architecture sets what the user did not. User flags and checkpoint values win."""
+    set_dataclass_defaults(args, TransformerXLLanguageModelConfig)
 
 
 @register_model_architecture("define_transformer_xl", "define_transformer_xl_wt103")
