@@ -13,6 +13,22 @@ def allow_namespace_checkpoints():
         torch.serialization.add_safe_globals([argparse.Namespace])
 
 
+def allow_numpy_in_checkpoints():
+    """fairseq's `--eval-bleu` keeps numpy arrays and scalars (sacreBLEU's n-gram counts) in its meters, which go into
+    every checkpoint; torch >= 2.6's weights-only loading refuses them (resume, fairseq-generate). Allow numpy's
+    array/scalar reconstructors and dtypes: data, not code (an object array's items still go through the same
+    restricted unpickler)."""
+    import numpy as np
+    import numpy.dtypes
+    import torch.serialization
+
+    if not hasattr(torch.serialization, "add_safe_globals"):
+        return
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = [getattr(numpy.dtypes, name) for name in dir(numpy.dtypes) if name.endswith("DType")]
+    torch.serialization.add_safe_globals([multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes])
+
+
 def restore_numpy_compat_long():
     """numpy 2 removed `np.compat`; fairseq's TokenBlockDataset (`--sample-break-mode eos`, LM interactive, hub
     sampling) and LanguagePairDataset still use `np.compat.long`, which was numpy's default integer (int64)."""
@@ -28,4 +44,5 @@ def restore_numpy_compat_long():
 
 def apply():
     allow_namespace_checkpoints()
+    allow_numpy_in_checkpoints()
     restore_numpy_compat_long()

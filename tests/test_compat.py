@@ -15,6 +15,15 @@ def test_namespace_checkpoint_loads_with_default_weights_only():
     assert state["args"].arch == "x" and torch.equal(state["model"]["w"], torch.ones(2))
 
 
+def test_checkpoint_with_numpy_meters_loads_with_default_weights_only():
+    # what --eval-bleu's meters put in a checkpoint: arrays of n-gram counts and numpy scalars
+    buffer = io.BytesIO()
+    torch.save({"counts": np.array([10, 7, 5, 3]), "sys_len": np.int64(42), "ratio": np.float64(0.5)}, buffer)
+    buffer.seek(0)
+    state = torch.load(buffer)
+    assert state["counts"].tolist() == [10, 7, 5, 3] and state["sys_len"] == 42 and state["ratio"] == 0.5
+
+
 def test_numpy_compat_long_is_int64():
     assert np.compat.long is np.int64 or np.dtype(np.compat.long) == np.dtype(np.int64)
 
