@@ -2,7 +2,7 @@
 
     python -m examples.plot_results [--results docs/results] [--out docs]
 
-For each study folder RESULTS/STUDY (lm_wikitext2, lm_wikitext2_diagnosis) with runs NAME/{train.log,result.json}:
+For each study folder RESULTS/STUDY (`STUDIES`: lm_wikitext2, lm_wikitext2_diagnosis, txl_wikitext2, lstm_wikitext2) with runs NAME/{train.log,result.json}:
 writes OUT/STUDY_valid_ppl.png (valid perplexity against updates and against training wall time, every run) and
 OUT/STUDY_params.png (parameters split into map, DeFINE, context and output), OUT/STUDY_grad_norms.png (per-part
 gradient norms of the runs that recorded them), and prints the table in Markdown.
@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-STUDIES = ("lm_wikitext2", "lm_wikitext2_diagnosis")
+STUDIES = ("lm_wikitext2", "lm_wikitext2_diagnosis", "txl_wikitext2", "lstm_wikitext2")
 VALID = re.compile(r"^(?:(\S+ \S+) \| INFO \| valid \| |INFO:valid:)epoch \d+ \| valid on 'valid' subset \| loss [\d.]+ \| "
                    r"ppl ([\d.]+).*\| num_updates (\d+)")
 START = re.compile(r"^(\S+ \S+) \| INFO \| fairseq_cli.train \| Start iterating over samples")
@@ -61,7 +61,7 @@ def plot_curves(study, study_dir, runs, out_dir):
             by_update.plot(updates, ppl, style, marker="o", markersize=3, label=name)
             if None not in seconds:
                 by_time.plot([s / 60 for s in seconds], ppl, style, marker="o", markersize=3, label=name)
-    by_update.set(xlabel="updates", ylabel="valid perplexity (first 51k valid tokens)", yscale="log",
+    by_update.set(xlabel="updates", ylabel="valid perplexity (training-time validation)", yscale="log",
                   title=f"{study}: valid perplexity")
     by_time.set(xlabel="wall time (minutes, 2 CPU cores)", title="against wall time")
     by_update.legend(fontsize=8)

@@ -34,6 +34,10 @@ PLAIN_UNIT = ["--define-transform", "define", "--define-expand-dim", "1024", "--
 # The diagnosis found the unit's weights cannot take Adam's lr 3e-3 (define-256 242.5 vs map-256 216.3 valid ppl
 # after one epoch); at 0.3x the step (--define-unit-lr-scale 0.3) it scores 212.2: the main rows use that.
 UNIT = [*PLAIN_UNIT, "--define-unit-lr-scale", "0.3"]
+# The adaptive input reparametrised by two 256 x 256 linear maps (no norm, no activation): it can represent the
+# control's function exactly, so it should train like the control.
+LINEAR_UNIT = [*PLAIN_UNIT, "--define-transform", "linear", "--define-depth", "1", "--define-expand-dim", "256",
+               "--define-norm", "none", "--define-activation", "none"]
 RECIPE = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.003", "--lr-scheduler", "cosine",
           "--warmup-updates", "100", "--warmup-init-lr", "1e-7", "--clip-norm", "1.0", "--max-tokens", "2048",
           "--cpu", "--seed", "1", "--log-format", "simple", "--log-interval", "50", "--no-epoch-checkpoints",
@@ -69,18 +73,15 @@ DIAGNOSIS = {
     "map-256-lr1e-2": dict(map_row(256), recipe=["--lr", "0.01"]),
     "define-256-lr1e-2": dict(map_row(256, unit=PLAIN_UNIT), recipe=["--lr", "0.01"]),
     "define-256-scale-weights": map_row(256, unit=[*PLAIN_UNIT, "--define-output-scale", "weights"]),
-    "linear-256": map_row(256, unit=[*PLAIN_UNIT, "--define-transform", "linear", "--define-depth", "1",
-                                     "--define-expand-dim", "256", "--define-norm", "none",
-                                     "--define-activation", "none"]),
+    "linear-256": map_row(256, unit=LINEAR_UNIT),
     "define-256-reduce-skip": map_row(256, unit=[*PLAIN_UNIT, "--define-reduce-skip"]),
     "define-256-map-dropout": map_row(256, unit=[*PLAIN_UNIT, "--define-map-dropout", "0.1"]),
     "define-256-depth7": map_row(256, unit=[*PLAIN_UNIT, "--define-depth", "7"]),
     "define-256-paper-linear": map_row(256, unit=[*PLAIN_UNIT, "--define-norm", "none", "--define-activation", "none"]),
     # the unit's weights move 0.3x as far per Adam step as the rest (lr 3e-3 -> an effective 9e-4 for the unit)
     "define-256-unit-lr0.3": map_row(256, unit=[*PLAIN_UNIT, "--define-unit-lr-scale", "0.3"]),
-    "linear-256-unit-lr0.3": map_row(256, unit=[*PLAIN_UNIT, "--define-transform", "linear", "--define-depth", "1",
-                                                "--define-expand-dim", "256", "--define-norm", "none",
-                                                "--define-activation", "none", "--define-unit-lr-scale", "0.3"]),
+    "linear-256-unit-lr0.3": map_row(256, unit=[*LINEAR_UNIT, "--define-unit-lr-scale", "0.3"]),
+    "linear-256-unit-lr0.1": map_row(256, unit=[*LINEAR_UNIT, "--define-unit-lr-scale", "0.1"]),
 }
 STUDIES = {"main": (ROWS, 2000), "diagnosis": (DIAGNOSIS, 1000)}
 
