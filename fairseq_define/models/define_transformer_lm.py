@@ -56,10 +56,8 @@ class DefineTransformerLanguageModel(TransformerLanguageModel):
         """As TransformerLanguageModel.build_model, with a DefineEmbedding in place of its closed choice of
         embeddings, and the output kept in the Map's n-dim space when it is tied to the Map."""
         with writable(args):  # the options a bare `--arch define_transformer_lm` or a hydra config leaves unset
-            define_base_lm_architecture(args)
-            tied = args.tie_adaptive_weights or args.share_decoder_input_output_embed
-            derive_unset(args, decoder_input_dim=args.decoder_embed_dim,
-                         decoder_output_dim=unit_input_dim(args) if tied else args.decoder_embed_dim)
+            define_base_lm_architecture(args)  # also derives the decoder input/output dims left unset
+        tied = args.tie_adaptive_weights or args.share_decoder_input_output_embed
         if args.decoder_layers_to_keep:
             args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
         if safe_getattr(args, "max_target_positions", None) is None:

@@ -89,6 +89,7 @@ def test_example_scores_every_test_sentence_for_every_row_and_both_checkpoints(e
     curve = load_example().valid_curve(os.path.join(example_run.results, "define-128", "train.log"))
     assert [u for u, _, _ in curve] == [define["updates"] // 3 * epoch for epoch in (1, 2, 3)]
     assert curve[-1][1] < curve[0][1]
+    assert all(bleu is not None and 0.0 <= bleu <= 100.0 for _, _, bleu in curve)  # --eval-bleu's greedy BLEU
     assert os.path.isfile(os.path.join(example_run.root, "results", "figures", "mt_multi30k_valid.png"))
 
 
