@@ -21,9 +21,10 @@ Beyond the paper, two ways to skip work that the token-wise unit makes redundant
 
 Output scale: fairseq multiplies token embeddings by sqrt(m) (unless `--no-scale-embedding`), which assumes
 embeddings like its nn.Embedding, std m^-0.5. At init the unit's output std over a sample of the vocabulary is
-measured and brought to m^-0.5: by a fixed factor after Reduce (`output_scale="factor"`, Reduce keeps its Xavier
-init, so an optimizer step moves its weights by a normal fraction) or by scaling Reduce's initial weights
-(`"weights"`). Padding positions are exact zeros.
+measured and brought to m^-0.5: by a fixed factor after Reduce (`output_scale="factor"`, the default: Reduce keeps
+its Xavier init, so an optimizer step moves its weights by a normal fraction) or by scaling Reduce's initial weights
+(`"weights"`, v1's way: Reduce then starts at a small fraction of its Xavier std and an Adam step is large against
+it). Padding positions are exact zeros.
 """
 
 from dataclasses import replace

@@ -72,7 +72,7 @@ def test_hub_sample_and_score(trained, wikitext):
                                                   user_dir=cli.PLUGIN)
     lm.eval()
     torch.manual_seed(0)
-    text = lm.sample("the game", beam=1, sampling=True, sampling_topk=10, max_len_b=8)
+    text = lm.sample("the game", beam=1, sampling=True, sampling_topk=10, min_len=5, max_len_b=8)  # no early </s>
     assert text.startswith("the game") and len(text.split()) > 2
     scored = lm.score("the game is")
     assert scored["positional_scores"].numel() == len(scored["tokens"]) >= 3

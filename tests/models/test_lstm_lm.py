@@ -419,7 +419,9 @@ def test_cli_train_with_ar_tar_and_nt_asgd_then_eval_lm(data_dir, tmp_path):
                   "--log-interval", 1, "--seed", 1)
     log = out.stdout + out.stderr
     inner = json_lines(log, "ar")
-    assert inner and all(float(x["ar"]) > 0 and float(x["tar"]) > 0 for x in inner)
+    # AR is positive at every step; TAR (the change of h between steps) can round to 0 at fairseq's 4 decimals
+    assert inner and all(float(x["ar"]) > 0 and float(x["tar"]) >= 0 for x in inner)
+    assert sum(float(x["tar"]) > 0 for x in inner) > 0.9 * len(inner)
     valid = json_lines(log, "valid_loss")
     assert len(valid) == 2
     losses = [float(v["valid_loss"]) for v in valid]
