@@ -53,6 +53,8 @@ def finished_runs(study_dir):
 
 def plot_curves(study, study_dir, runs, out_dir):
     fig, (by_update, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax in (by_update, by_time):
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # up to 20 runs, each its own colour
     for name in runs:
         points = valid_curve(os.path.join(study_dir, name, "train.log"))
         if points:
