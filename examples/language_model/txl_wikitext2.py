@@ -17,7 +17,10 @@ channels per group, as the paper's Table-2 unit (k = 4096, g_max = 128, 2,097,20
 `define_transformer_xl_wt103`); it is also the unit of the Transformer-LM and AWD-LSTM WikiText-2 studies
 (lm_wikitext2, lstm_wikitext2: the light Table-1a unit), so the three studies compare. (g_max 16: 609,536;
 64: 350,912; 8: 954,368.) Totals at V = 33,280: map-256 11,971,074, define-256 12,408,194, map-64 5,613,698,
-define-64 6,050,818 (`fairseq-define-params`; `main` prints them).
+define-64 6,050,818 (`fairseq-define-params`; `main` prints them). The unit keeps its plain parameters
+(`--define-unit-lr-scale` 1) and the default `--define-output-scale factor`: in the Transformer-LM diagnosis
+(lm_wikitext2_diagnosis) the plain unit trained like the control at Adam lr 1e-3, this recipe's learning rate;
+the 0.3x step was needed at lr 3e-3.
 
 Recipe (`RECIPE`), the same for every row: `--task bptt_lm` (16 streams, segments of 64 tokens, the memory
 carried from batch to batch), `--criterion define_bptt_nll` (no [B, T, V] log-probabilities), Adam (0.9, 0.999),
