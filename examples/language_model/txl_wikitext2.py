@@ -11,6 +11,8 @@ scored against the Map table. 3,417,600 context parameters. Rows (`rows()`), Tab
 - `map-n`, n in {256, 64}: the Map, one V x n lookup table, projected n -> d = 256 (no projection at n = 256),
   and no unit (`--define-transform none`: Transformer-XL's adaptive input with div_val 1);
 - `define-n`: the same Map + the DeFINE unit d = 256 -> k = 1024 -> m = 256, N = 3, g_max = 32 (`UNIT`).
+Diagnosis (`diagnosis_rows()`, run only by name, e.g. `--only define-256-unit-lr0.3`, scored on validation only):
+`define-256-unit-lr0.3`, `define-256` with the unit's Adam steps at 0.3x, the Transformer-LM study's fix.
 
 Why g_max = 32: the unit is 437,120 parameters (12.8 % of the context) and its widest layer has k / g_max = 32
 channels per group, as the paper's Table-2 unit (k = 4096, g_max = 128, 2,097,204 parameters,
@@ -120,6 +122,13 @@ def rows(tiny: bool = False) -> dict:
     }
 
 
+def diagnosis_rows(tiny: bool = False) -> dict:
+    """Rows run only when named in --only and scored on validation only: `define-256` with the Transformer-LM
+    study's fix, the unit's Adam steps at 0.3x (`--define-unit-lr-scale 0.3`), the rest of the row unchanged."""
+    define = rows(tiny)["define-256"]
+    return {"define-256-unit-lr0.3": {**define, "flags": [*define["flags"], "--define-unit-lr-scale", "0.3"]}}
+
+
 def print_counts(data_bin: str, study: dict):
     for name, row in study.items():
         c = parameters(data_bin, row["flags"])
@@ -131,16 +140,18 @@ def main(argv=None):
     parser = study_arguments(__doc__, MAX_UPDATE, "about 25 minutes of training on 2 CPU cores",
                              "define_transformer_xl_tiny")
     args = parser.parse_args(argv)
-    study = rows(args.tiny)
-    check_only(parser, args.only, study)
+    study, diagnosis = rows(args.tiny), diagnosis_rows(args.tiny)
+    every_row = {**study, **diagnosis}
+    check_only(parser, args.only, every_row)
     data_bin = wikitext_bin(args.data, args.workdir)
-    print_counts(data_bin, {name: study[name] for name in args.only or study})
+    print_counts(data_bin, {name: every_row[name] for name in args.only or study})
     bptt = TINY_BPTT if args.tiny else BPTT
     train_args = [*recipe(bptt), "--max-update", str(args.max_update)]
-    finished = [run_row(name, study[name], data_bin, os.path.join(args.workdir, TAG, name),
-                        os.path.join(args.results, TAG, name), train_args, eval_args=eval_args(bptt))
+    finished = [run_row(name, every_row[name], data_bin, os.path.join(args.workdir, TAG, name),
+                        os.path.join(args.results, TAG, name), train_args, score_test=name not in diagnosis,
+                        eval_args=eval_args(bptt))
                 for name in args.only or study]
-    write_table(study, args.results, TAG)
+    write_table(every_row, args.results, TAG)
     return finished
 
 
