@@ -21,6 +21,9 @@ the hidden state carried across batches). Rows (`rows()`):
   `adaptive-256-define`: + DeFINE N = 3, k = 1024, g_max = 32 (the light Table-1a unit of `define_lstm_wt103`:
   groups 32, 16, 8; 437,120 parameters), 7,377,280 parameters.
 (Counts from `fairseq-define-params`; `main` prints them and checks the define row's saving.)
+Diagnosis (`diagnosis_rows()`, run only when named in --only, scored on validation only):
+`adaptive-256-define-unit-lr1` and `adaptive-256-define-unit-lr0.1`, the Table-1a DeFINE row with the unit's
+Adam steps at 1x (the paper's plain parameters) and 0.1x instead of 0.3x.
 
 Recipe (`RECIPE`), the same for every row: Adam (0.9, 0.999), lr 3e-3, 200 warm-up updates then a cosine decay
 to 0 at --max-update, gradient clipping 0.25 (AWD-LSTM's), seed 1. Why Adam and not NT-ASGD: a 30-minute run on
@@ -49,16 +52,14 @@ RESULTS/lstm_wikitext2/NAME; a finished row is skipped. The table goes to RESULT
 (`{"rows": [...]}`, the fields of examples/language_model/study.py).
 """
 
-import os
 import sys
 
 from examples.language_model.study import (
     check_only,
     parameters,
-    run_row,
+    run_study,
     study_arguments,
     wikitext_bin,
-    write_table,
 )
 
 TAG = "lstm_wikitext2"
@@ -110,6 +111,15 @@ def rows(tiny: bool = False) -> dict:
     }
 
 
+def diagnosis_rows(tiny: bool = False) -> dict:
+    """Rows run only when named in --only and scored on validation only: the Table-1a DeFINE row with the unit's
+    Adam steps at 1x (the paper's plain parameters) and 0.1x instead of the study's 0.3x, the rest unchanged."""
+    name = next(name for name in rows(tiny) if name.endswith("-define"))
+    define = rows(tiny)[name]
+    return {f"{name}-unit-lr{scale}": {**define, "flags": [*define["flags"], "--define-unit-lr-scale", scale]}
+            for scale in ("1", "0.1")}
+
+
 def check_saving(data_bin: str, study: dict) -> float:
     """Print the Table-1c pair's parameter counts and return the define row's saving (1 - define / baseline)."""
     define_name = next(name for name in study if name.startswith("define-"))
@@ -123,19 +133,15 @@ def check_saving(data_bin: str, study: dict) -> float:
 def main(argv=None):
     parser = study_arguments(__doc__, MAX_UPDATE, "about 30 minutes on 2 CPU cores", "define_awd_lstm_tiny")
     args = parser.parse_args(argv)
-    study = rows(args.tiny)
-    check_only(parser, args.only, study)
+    study, diagnosis = rows(args.tiny), diagnosis_rows(args.tiny)
+    check_only(parser, args.only, {**study, **diagnosis})
     data_bin = wikitext_bin(args.data, args.workdir)
     saving = check_saving(data_bin, study)
     if not args.tiny and saving < 0.15:
         sys.exit(f"the define row has {100 * saving:.1f} % fewer parameters than the baseline; the Table 1c shape "
                  f"needs >= 15 % (WikiText-2's 33k-word vocabulary gives 17.6 %)")
     train_args = [*RECIPE, "--max-update", str(args.max_update)]
-    finished = [run_row(name, study[name], data_bin, os.path.join(args.workdir, TAG, name),
-                        os.path.join(args.results, TAG, name), train_args, eval_args=EVAL)
-                for name in args.only or study]
-    write_table(study, args.results, TAG)
-    return finished
+    return run_study(args, study, diagnosis, data_bin, TAG, train_args, EVAL)
 
 
 if __name__ == "__main__":

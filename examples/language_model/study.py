@@ -96,6 +96,19 @@ def run_row(name: str, row: dict, data_bin: str, save_dir: str, out_dir: str, tr
     return result
 
 
+def run_study(args: argparse.Namespace, rows: Dict[str, dict], diagnosis: Dict[str, dict], data_bin: str, tag: str,
+              train_args: Sequence[str], eval_args: Sequence[str] = ()) -> list:
+    """Run the rows named by `args.only` (default: every row of `rows`; the `diagnosis` rows run only when named, and
+    are scored on validation only) one after another, then write the table of every finished row."""
+    every_row = {**rows, **diagnosis}
+    finished = [run_row(name, every_row[name], data_bin, os.path.join(args.workdir, tag, name),
+                        os.path.join(args.results, tag, name), train_args, score_test=name not in diagnosis,
+                        eval_args=eval_args)
+                for name in args.only or rows]
+    write_table(every_row, args.results, tag)
+    return finished
+
+
 def write_table(rows: Dict[str, dict], results_dir: str, tag: str) -> Dict[str, dict]:
     """Collect every finished row of `rows` (also those of earlier invocations) from RESULTS_DIR/TAG/<row>, write
     RESULTS_DIR/TAG.json ({"rows": [...]}, FIELDS of each) and print the table."""

@@ -45,15 +45,12 @@ RESULTS/txl_wikitext2/NAME; a finished row is skipped. The table goes to RESULTS
 define_transformer_xl_tiny's sizes (tests and trials).
 """
 
-import os
-
 from examples.language_model.study import (
     check_only,
     parameters,
-    run_row,
+    run_study,
     study_arguments,
     wikitext_bin,
-    write_table,
 )
 
 TAG = "txl_wikitext2"
@@ -147,12 +144,7 @@ def main(argv=None):
     print_counts(data_bin, {name: every_row[name] for name in args.only or study})
     bptt = TINY_BPTT if args.tiny else BPTT
     train_args = [*recipe(bptt), "--max-update", str(args.max_update)]
-    finished = [run_row(name, every_row[name], data_bin, os.path.join(args.workdir, TAG, name),
-                        os.path.join(args.results, TAG, name), train_args, score_test=name not in diagnosis,
-                        eval_args=eval_args(bptt))
-                for name in args.only or study]
-    write_table(every_row, args.results, TAG)
-    return finished
+    return run_study(args, study, diagnosis, data_bin, TAG, train_args, eval_args(bptt))
 
 
 if __name__ == "__main__":
