@@ -37,14 +37,18 @@ def test_real_sizes_table_1c_saving_and_table_1a_pair():
     assert adaptive_define["total"] == 6_940_160 + 437_120
 
 
-def test_diagnosis_rows_change_only_the_unit_step():
-    from examples.language_model.lstm_wikitext2 import diagnosis_rows, rows
+def test_diagnosis_rows_change_one_thing():
+    from examples.language_model.lstm_wikitext2 import NO_DROPOUT, diagnosis_rows, rows
 
-    define = rows()["adaptive-256-define"]["flags"]
-    diagnosis = diagnosis_rows()
-    assert list(diagnosis) == ["adaptive-256-define-unit-lr1", "adaptive-256-define-unit-lr0.1"]
-    for name, row in diagnosis.items():  # the later --define-unit-lr-scale wins over the study's 0.3
-        assert row["flags"][:-2] == define and row["flags"][-2:] == ["--define-unit-lr-scale", name.split("lr")[-1]]
+    study, diagnosis = rows(), diagnosis_rows()
+    assert list(diagnosis) == ["adaptive-256-define-unit-lr1", "adaptive-256-define-unit-lr0.1",
+                               "adaptive-256-no-dropout", "adaptive-256-define-no-dropout"]
+    for name, row in diagnosis.items():  # a later flag wins over the study's (--define-unit-lr-scale 0.3, dropouts)
+        if "-unit-lr" in name:
+            assert row["flags"][:-2] == study["adaptive-256-define"]["flags"]
+            assert row["flags"][-2:] == ["--define-unit-lr-scale", name.split("lr")[-1]]
+        else:
+            assert row["flags"] == study[name.replace("-no-dropout", "")]["flags"] + NO_DROPOUT
 
 
 def test_tiny_study_runs_and_writes_its_table(tmp_path):

@@ -23,7 +23,8 @@ the hidden state carried across batches). Rows (`rows()`):
 (Counts from `fairseq-define-params`; `main` prints them and checks the define row's saving.)
 Diagnosis (`diagnosis_rows()`, run only when named in --only, scored on validation only):
 `adaptive-256-define-unit-lr1` and `adaptive-256-define-unit-lr0.1`, the Table-1a DeFINE row with the unit's
-Adam steps at 1x (the paper's plain parameters) and 0.1x instead of 0.3x.
+Adam steps at 1x (the paper's plain parameters) and 0.1x instead of 0.3x; `adaptive-256-no-dropout` and
+`adaptive-256-define-no-dropout`, the Table-1a pair with every dropout off (AR / TAR kept).
 
 Recipe (`RECIPE`), the same for every row: Adam (0.9, 0.999), lr 3e-3, 200 warm-up updates then a cosine decay
 to 0 at --max-update, gradient clipping 0.25 (AWD-LSTM's), seed 1. Why Adam and not NT-ASGD: a 30-minute run on
@@ -37,12 +38,11 @@ so full-strength regularisation would only slow it down. (Not tuned: runs longer
 not possible while this was written.) The PTB recipe with NT-ASGD and the paper's hyper-parameters is
 examples/language_model/ptb/train.sh.
 
-Budget: --max-update defaults to `MAX_UPDATE` = 1000 updates (1.4M tokens, 2/3 of an epoch) for every row, which
-fits 30 minutes of training per row on 2 CPU cores. Measured here (fairseq's Trainer, one thread, CPU seconds per
-update, so the load of other jobs does not enter): baseline 1.80, define-128 1.57, adaptive-256 0.74,
-adaptive-256-define 0.77. So the slowest row trains 1000 updates in at most 30 minutes on one core (less on two),
-the adaptive pair in about 13; fairseq-eval-lm on valid + test (460k tokens, forward only) adds about 3 minutes
-to the full-softmax rows. Validation runs every 250 updates on the first 30 x 10 x 70 = 21k valid tokens (curves
+Budget: --max-update defaults to `MAX_UPDATE` = 1000 updates (1.4M tokens, 2/3 of an epoch) for every row, chosen
+from one-thread CPU time (baseline 1.80 s an update) to fit 30 minutes per row. On 2 free cores the study's runs
+took less: 919 s of training (baseline), 833 s (define-128), 366 s (adaptive-256), 345 s (adaptive-256-define),
+and fairseq-eval-lm on valid + test (460k tokens, forward only) about 3 minutes more for the full-softmax rows.
+Validation runs every 250 updates on the first 30 x 10 x 70 = 21k valid tokens (curves
 only); the final numbers come from fairseq-eval-lm on checkpoint_last.pt over the whole valid and test sets
 (`--task bptt_lm`, 10 streams, 70-token segments, the state carried). With NT-ASGD (not used here) the
 checkpoint's weights would be the averaged ones once averaging started.
@@ -63,7 +63,7 @@ from examples.language_model.study import (
 )
 
 TAG = "lstm_wikitext2"
-MAX_UPDATE = 1000  # updates per row: <= 30 minutes of training on 2 CPU cores (module docstring)
+MAX_UPDATE = 1000  # updates per row: 6 to 16 minutes of training on 2 CPU cores (module docstring)
 M = 256
 
 CONTEXT = ["--arch", "define_lstm_lm", "--decoder-embed-dim", str(M), "--lstm-hidden-sizes", "512,512",
@@ -75,6 +75,7 @@ FULL_SOFTMAX = ["--criterion", "ar_tar_cross_entropy", "--ar-alpha", "2", "--tar
 ADAPTIVE = ["--adaptive-softmax-factor", "4", "--criterion", "ar_tar_adaptive_loss", "--ar-alpha", "2",
             "--tar-beta", "1", "--ddp-backend", "legacy_ddp"]
 NO_UNIT = ["--define-transform", "none"]
+NO_DROPOUT = ["--dropouti", "0", "--dropouth", "0", "--dropout", "0", "--wdrop", "0", "--dropoute", "0"]
 # At Adam lr 3e-3 the unit's weights take 0.3x the step of the rest (`--define-unit-lr-scale`): the fix the
 # Transformer-LM study (lm_wikitext2) found for exactly this learning rate.
 TABLE_1C_UNIT = ["--define-transform", "define", "--define-expand-dim", "1024", "--define-depth", "7",
@@ -113,11 +114,16 @@ def rows(tiny: bool = False) -> dict:
 
 def diagnosis_rows(tiny: bool = False) -> dict:
     """Rows run only when named in --only and scored on validation only: the Table-1a DeFINE row with the unit's
-    Adam steps at 1x (the paper's plain parameters) and 0.1x instead of the study's 0.3x, the rest unchanged."""
-    name = next(name for name in rows(tiny) if name.endswith("-define"))
-    define = rows(tiny)[name]
-    return {f"{name}-unit-lr{scale}": {**define, "flags": [*define["flags"], "--define-unit-lr-scale", scale]}
-            for scale in ("1", "0.1")}
+    Adam steps at 1x (the paper's plain parameters) and 0.1x instead of the study's 0.3x; and the Table-1a pair
+    with every dropout off (`NO_DROPOUT`), the rest unchanged (a later flag overrides an earlier one)."""
+    study = rows(tiny)
+    plain, define = (name for name in study if name.startswith("adaptive-"))
+
+    def variant(name, *flags):
+        return {**study[name], "flags": [*study[name]["flags"], *flags]}
+
+    return {**{f"{define}-unit-lr{scale}": variant(define, "--define-unit-lr-scale", scale) for scale in ("1", "0.1")},
+            f"{plain}-no-dropout": variant(plain, *NO_DROPOUT), f"{define}-no-dropout": variant(define, *NO_DROPOUT)}
 
 
 def check_saving(data_bin: str, study: dict) -> float:
@@ -131,7 +137,8 @@ def check_saving(data_bin: str, study: dict) -> float:
 
 
 def main(argv=None):
-    parser = study_arguments(__doc__, MAX_UPDATE, "about 30 minutes on 2 CPU cores", "define_awd_lstm_tiny")
+    parser = study_arguments(__doc__, MAX_UPDATE, "6 to 16 minutes of training on 2 CPU cores",
+                             "define_awd_lstm_tiny")
     args = parser.parse_args(argv)
     study, diagnosis = rows(args.tiny), diagnosis_rows(args.tiny)
     check_only(parser, args.only, {**study, **diagnosis})
