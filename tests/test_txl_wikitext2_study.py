@@ -77,7 +77,8 @@ def test_tiny_study_trains_scores_with_memory_and_writes_the_table(wikitext, tmp
     assert "done already" in capsys.readouterr().out
     diagnosis = again[1]  # the diagnosis row: define-256 + the unit's 0.3x step, scored on validation only
     flags = diagnosis["flags"]
-    assert flags[:-2] == study.rows(tiny=True)["define-256"]["flags"] and flags[-2:] == ["--define-unit-lr-scale", "0.3"]
+    assert flags[:-2] == study.rows(tiny=True)["define-256"]["flags"]
+    assert flags[-2:] == ["--define-unit-lr-scale", "0.3"]
     assert diagnosis["test_ppl"] is None and 1 < diagnosis["valid_ppl"] < 1e5
     table = json.loads((results / "txl_wikitext2.json").read_text())["rows"]
     assert [r["name"] for r in table] == ["map-256", "define-256", "map-64", "define-64", "define-256-unit-lr0.3"]
