@@ -20,8 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STUDIES = ("lm_wikitext2", "lm_wikitext2_diagnosis", "txl_wikitext2", "lstm_wikitext2")
+# (the criterions of the bptt_lm studies log nll_loss, ar, tar between loss and ppl; ppl is the NLL's)
 VALID = re.compile(r"^(?:(\S+ \S+) \| INFO \| valid \| |INFO:valid:)epoch \d+ \| valid on 'valid' subset \| loss [\d.]+ \| "
-                   r"ppl ([\d.]+).*\| num_updates (\d+)")
+                   r"(?:\w+ [\d.]+ \| )*ppl ([\d.]+).*\| num_updates (\d+)")
 START = re.compile(r"^(\S+ \S+) \| INFO \| fairseq_cli.train \| Start iterating over samples")
 
 

@@ -36,8 +36,11 @@ def test_plot_reads_valid_curves_from_fairseq_logs(tmp_path):
         "wps 4158.1 | wpb 2047.2 | bsz 16 | num_updates 100\n"
         "2026-11-24 05:02:30 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 9.1 | ppl 548.75 | "
         "wps 4158.1 | wpb 2047.2 | bsz 16 | num_updates 200 | best_loss 9.1\n"
+        # ar_tar_cross_entropy / define_bptt_nll (the LSTM and Transformer-XL studies): more fields before ppl
+        "2026-11-24 05:03:00 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 9.307 | nll_loss 9.2 | "
+        "ar 0.1 | tar 0.03 | ppl 588.13 | wps 4417.5 | wpb 700 | bsz 10 | num_updates 250\n"
     )
-    assert plot.valid_curve(str(log)) == [(100, 60.0, 733.09), (200, 150.0, 548.75)]
+    assert plot.valid_curve(str(log)) == [(100, 60.0, 733.09), (200, 150.0, 548.75), (250, 180.0, 588.13)]
 
 
 def test_grad_norms_records_every_part_during_fairseq_training(tmp_path):
