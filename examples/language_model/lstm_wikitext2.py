@@ -60,6 +60,7 @@ from examples.language_model.study import (
     run_study,
     study_arguments,
     wikitext_bin,
+    with_flags,
 )
 
 TAG = "lstm_wikitext2"
@@ -118,12 +119,10 @@ def diagnosis_rows(tiny: bool = False) -> dict:
     with every dropout off (`NO_DROPOUT`), the rest unchanged (a later flag overrides an earlier one)."""
     study = rows(tiny)
     plain, define = (name for name in study if name.startswith("adaptive-"))
-
-    def variant(name, *flags):
-        return {**study[name], "flags": [*study[name]["flags"], *flags]}
-
-    return {**{f"{define}-unit-lr{scale}": variant(define, "--define-unit-lr-scale", scale) for scale in ("1", "0.1")},
-            f"{plain}-no-dropout": variant(plain, *NO_DROPOUT), f"{define}-no-dropout": variant(define, *NO_DROPOUT)}
+    unit_steps = {f"{define}-unit-lr{scale}": with_flags(study[define], "--define-unit-lr-scale", scale)
+                  for scale in ("1", "0.1")}
+    return {**unit_steps, f"{plain}-no-dropout": with_flags(study[plain], *NO_DROPOUT),
+            f"{define}-no-dropout": with_flags(study[define], *NO_DROPOUT)}
 
 
 def check_saving(data_bin: str, study: dict) -> float:

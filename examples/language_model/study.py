@@ -64,6 +64,11 @@ def transform_of(flags: Sequence[str]) -> str:
     return flags[len(flags) - 1 - list(flags)[::-1].index("--define-transform") + 1]
 
 
+def with_flags(row: dict, *flags: str) -> dict:
+    """`row` with `flags` appended to its flags (a later flag overrides an earlier one): a diagnosis variant."""
+    return {**row, "flags": [*row["flags"], *flags]}
+
+
 def run_row(name: str, row: dict, data_bin: str, save_dir: str, out_dir: str, train_args: Sequence[str],
             score_test: bool = True, eval_args: Sequence[str] = (),
             wrap: Optional[Callable[[list, str], list]] = None) -> dict:

@@ -51,6 +51,7 @@ from examples.language_model.study import (
     run_study,
     study_arguments,
     wikitext_bin,
+    with_flags,
 )
 
 TAG = "txl_wikitext2"
@@ -122,8 +123,7 @@ def rows(tiny: bool = False) -> dict:
 def diagnosis_rows(tiny: bool = False) -> dict:
     """Rows run only when named in --only and scored on validation only: `define-256` with the Transformer-LM
     study's fix, the unit's Adam steps at 0.3x (`--define-unit-lr-scale 0.3`), the rest of the row unchanged."""
-    define = rows(tiny)["define-256"]
-    return {"define-256-unit-lr0.3": {**define, "flags": [*define["flags"], "--define-unit-lr-scale", "0.3"]}}
+    return {"define-256-unit-lr0.3": with_flags(rows(tiny)["define-256"], "--define-unit-lr-scale", "0.3")}
 
 
 def print_counts(data_bin: str, study: dict):
