@@ -14,6 +14,9 @@ Rows (`ROWS`):
 - `define-128`: the same Map + the paper's unit (k = 1024, N = 3, g_max = 32: 437,120 parameters; the paper's MT
   unit takes n = 128 directly with g_max = 4, 1.36M);
 - `define-64`: the same with n = 64 (run only when named with --only).
+Diagnosis rows (`DIAGNOSIS`; run only when named with --only, scored on the valid set, never on test):
+- `define-128-unit-lr0.3`: `define-128` with the unit's Adam steps at 0.3x (`--define-unit-lr-scale 0.3`, the
+  Transformer LM study's fix).
 
 Steps (examples/translation/pipeline.py): joint BPE with sentencepiece on the training text of both languages,
 fairseq-preprocess with a joined dictionary, fairseq-train (`RECIPE`: fairseq's IWSLT recipe scaled to Multi30k,
@@ -55,6 +58,10 @@ ROWS = {
     "define-128": map_row(128, UNIT),
     "define-64": map_row(64, UNIT),
 }
+DIAGNOSIS = {
+    "define-128-unit-lr0.3": map_row(128, [*UNIT, "--define-unit-lr-scale", "0.3"]),
+}
+ROWS.update(DIAGNOSIS)
 DEFAULT_ROWS = ("baseline", "map-128", "define-128")
 # fairseq's IWSLT'14 de-en recipe (Adam 0.9/0.98, inverse_sqrt, dropout 0.3, weight decay 1e-4, label smoothing
 # 0.1, 4096 tokens a batch) with a higher peak lr (1e-3, not 5e-4) and a shorter warmup (400 updates, about 3 of
@@ -133,9 +140,10 @@ def valid_loss(data_bin: str, checkpoint: str) -> float:
     return float(re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", out.stdout + out.stderr)[-1])
 
 
-def score_test(data_bin: str, checkpoint: str, references, hypotheses_path: str, generate_extra) -> dict:
-    """Beam-5 translations of every sentence of `data_bin`'s test subset, saved, and their sacreBLEU scores."""
-    hypotheses = mt_pipeline.generate(data_bin, checkpoint, "test", extra=["--cpu", *generate_extra])
+def score_test(data_bin: str, checkpoint: str, references, hypotheses_path: str, generate_extra,
+               subset: str = "test") -> dict:
+    """Beam-5 translations of every sentence of `data_bin`'s `subset`, saved, and their sacreBLEU scores."""
+    hypotheses = mt_pipeline.generate(data_bin, checkpoint, subset, extra=["--cpu", *generate_extra])
     with open(hypotheses_path, "w", encoding="utf-8") as f:
         f.write("\n".join(hypotheses) + "\n")
     return mt_pipeline.score(hypotheses, references)
@@ -176,16 +184,18 @@ def train_row(name, flags, data_bin, save_dir, log_path, budget, args) -> str:
     return open(log_path).read()
 
 
-def score_checkpoints(data_bin: str, save_dir: str, args) -> dict:
-    """Test2016 BLEU and chrF (every sentence, beam 5) and valid loss of the average of the last `args.average`
-    epoch checkpoints (written now) and of checkpoint_best.pt, keyed "average-last-N" and "best"."""
-    references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS['test']}.{args.tgt}"))
+def score_checkpoints(data_bin: str, save_dir: str, args, subset: str = "test") -> dict:
+    """BLEU and chrF on every sentence of `subset` (test2016 or, for a diagnosis row, valid; beam 5) and valid loss
+    of the average of the last `args.average` epoch checkpoints (written now) and of checkpoint_best.pt, keyed
+    "average-last-N" and "best"."""
+    references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS[subset]}.{args.tgt}"))
+    prefix = "hypotheses" if subset == "test" else f"hypotheses.{subset}"
     epochs = mt_pipeline.last_epoch_checkpoints(save_dir, args.average)
     choices = {f"average-last-{args.average}": mt_pipeline.average_checkpoints(
         epochs, os.path.join(save_dir, f"average-last-{args.average}.pt")),
         "best": os.path.join(save_dir, "checkpoint_best.pt")}
-    scores = {choice: dict(score_test(data_bin, path, references, os.path.join(save_dir, f"hypotheses.{choice}.txt"),
-                                      args.generate_extra.split()), valid_loss=valid_loss(data_bin, path),
+    scores = {choice: dict(score_test(data_bin, path, references, os.path.join(save_dir, f"{prefix}.{choice}.txt"),
+                                      args.generate_extra.split(), subset), valid_loss=valid_loss(data_bin, path),
                            checkpoint=os.path.basename(path))
               for choice, path in choices.items()}
     scores[f"average-last-{args.average}"]["averaged"] = [os.path.basename(path) for path in epochs]
@@ -194,8 +204,9 @@ def score_checkpoints(data_bin: str, save_dir: str, args) -> dict:
 
 def run_one(name, flags, data_bin, save_dir, out_dir, budget, args, tests) -> dict:
     """Train and score row `name` and write out_dir/result.json; a row that has one is not trained again (only the
-    extra tests it lacks are scored, while its checkpoints remain)."""
+    extra tests it lacks are scored, while its checkpoints remain). A diagnosis row is scored on the valid set only."""
     result_path = os.path.join(out_dir, "result.json")
+    subset, tests = ("valid", {}) if name in DIAGNOSIS else ("test", tests)
     if os.path.isfile(result_path):
         print(f"[{name}] done already: {result_path}", flush=True)
         result = json.load(open(result_path))
@@ -211,7 +222,8 @@ def run_one(name, flags, data_bin, save_dir, out_dir, budget, args, tests) -> di
     epochs, updates = last_epoch_line(log)
     result = {"name": name, **describe(model_flags), "params": counts["total"], "define_params": counts["define"],
               "parts": counts, "epochs": epochs, "updates": updates, "train_wall_s": train_wall_seconds(log),
-              "train_words_per_s": words_per_second(log), "scores": score_checkpoints(data_bin, save_dir, args),
+              "train_words_per_s": words_per_second(log), "scored_on": subset,
+              "scores": score_checkpoints(data_bin, save_dir, args, subset),
               "flags": flags, "recipe": [*RECIPE, *budget]}
     score_extra_tests(result, save_dir, tests, args.generate_extra.split())
     json.dump(result, open(result_path, "w"), indent=2)
@@ -226,7 +238,7 @@ def summary(results) -> list:
             rows.append({"name": r["name"], "n": r["n"], "transform": r["transform"], "params": r["params"],
                          "define_params": r["define_params"], "bleu": round(s["bleu"], 2), "chrf": round(s["chrf"], 2),
                          "valid_loss": s["valid_loss"], "updates": r["updates"], "train_wall_s": r["train_wall_s"],
-                         "checkpoint": choice,
+                         "checkpoint": choice, "scored_on": r.get("scored_on", "test"),
                          "extra_tests": {t: {"bleu": round(c[choice]["bleu"], 2), "chrf": round(c[choice]["chrf"], 2)}
                                          for t, c in r.get("extra_tests", {}).items()}})
     return rows
@@ -291,10 +303,12 @@ def plot(results_dir: str):
 def print_table(rows):
     """The summary rows as a table (BLEU of each extra test set in the last columns)."""
     extra = sorted({t for r in rows for t in r["extra_tests"]})
-    print(f"\n{'row':<12}{'checkpoint':<16}{'params':>11}{'define':>9}{'BLEU':>7}{'chrF':>7}{'valid loss':>11}"
-          f"{'updates':>8}{'train s':>9}" + "".join(f"{t[:14]:>16}" for t in extra))
+    width = max([12] + [len(r["name"]) + 2 for r in rows])
+    print(f"\n{'row':<{width}}{'checkpoint':<16}{'params':>11}{'define':>9}{'on':>6}{'BLEU':>7}{'chrF':>7}"
+          f"{'valid loss':>11}{'updates':>8}{'train s':>9}" + "".join(f"{t[:14]:>16}" for t in extra))
     for r in rows:
-        print(f"{r['name']:<12}{r['checkpoint']:<16}{r['params']:>11,}{r['define_params']:>9,}{r['bleu']:>7.2f}"
+        print(f"{r['name']:<{width}}{r['checkpoint']:<16}{r['params']:>11,}{r['define_params']:>9,}"
+              f"{r['scored_on']:>6}{r['bleu']:>7.2f}"
               f"{r['chrf']:>7.2f}{r['valid_loss']:>11.3f}{r['updates']:>8}{r['train_wall_s']:>9.0f}"
               + "".join(f"{r['extra_tests'][t]['bleu']:>16.2f}" if t in r["extra_tests"] else f"{'-':>16}"
                         for t in extra))
