@@ -20,14 +20,17 @@ Diagnosis rows (`DIAGNOSIS`; run only when named with --only, scored on the vali
 
 Steps (examples/translation/pipeline.py): joint BPE with sentencepiece on the training text of both languages,
 fairseq-preprocess with a joined dictionary, fairseq-train (`RECIPE`: fairseq's IWSLT recipe scaled to Multi30k,
-epoch checkpoints kept, valid loss and greedy valid BLEU each epoch), then for two checkpoints, the average of the last 5 epoch
-checkpoints and checkpoint_best.pt (lowest valid loss): valid loss (fairseq-validate), fairseq-generate on every
+epoch checkpoints kept, valid loss and greedy valid BLEU each epoch), then for two checkpoints, the average of the
+last 5 epoch checkpoints and checkpoint_best.pt (lowest valid loss): valid loss (fairseq-validate), fairseq-generate on every
 test2016 sentence (beam 5), sacreBLEU BLEU and chrF with their signatures; each `--test PREFIX` is scored too.
+The rows of `PAIRS` are compared with sacreBLEU's paired bootstrap test (1,000 resamples) on their test
+translations.
 
 Checkpoints go to WORKDIR/mt_multi30k/ROW (fairseq resumes an interrupted run from checkpoint_last.pt); the fairseq
-log and result.json go to RESULTS/mt_multi30k/ROW (committed): a row with a result.json is skipped (a missing
-`--test` score is added to it while its checkpoints remain), so the study resumes row by row across sessions. The
-table goes to RESULTS/mt_multi30k.json and the curves to RESULTS/figures/mt_multi30k_valid.png.
+log, result.json and the translations go to RESULTS/mt_multi30k/ROW (committed): a row with a result.json is
+skipped (a missing `--test` score is added to it while its checkpoints remain), so the study resumes row by row
+across sessions. The table and the paired tests go to RESULTS/mt_multi30k.json and the curves to
+RESULTS/figures/mt_multi30k_valid.png.
 """
 
 import argparse
@@ -63,9 +66,11 @@ DIAGNOSIS = {
 }
 ROWS.update(DIAGNOSIS)
 DEFAULT_ROWS = ("baseline", "map-128", "define-128")
+# (system, control): the rows compared with sacreBLEU's paired bootstrap test on test2016
+PAIRS = (("define-128", "map-128"), ("define-128", "baseline"), ("map-128", "baseline"), ("define-64", "map-128"))
 # fairseq's IWSLT'14 de-en recipe (Adam 0.9/0.98, inverse_sqrt, dropout 0.3, weight decay 1e-4, label smoothing
 # 0.1, 4096 tokens a batch) with a higher peak lr (1e-3, not 5e-4) and a shorter warmup (400 updates, about 3 of
-# Multi30k's 132-update epochs, not 4000) for a budget of 10 epochs, ~1300 updates, about an hour on 2 CPU cores.
+# Multi30k's 132-update epochs, not 4000) for a budget of 10 epochs, 1,320 updates, 34-38 minutes on 2 CPU cores.
 # Validation each epoch logs the valid loss and a greedy valid BLEU (fairseq's --eval-bleu, beam 1 to keep it cheap:
 # the curves' BLEU; the reported scores are beam 5 on test). Its meters keep numpy arrays in every checkpoint, which
 # fairseq_define.compat lets torch's weights-only loading read.
@@ -140,7 +145,7 @@ def valid_loss(data_bin: str, checkpoint: str) -> float:
     return float(re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", out.stdout + out.stderr)[-1])
 
 
-def score_test(data_bin: str, checkpoint: str, references, hypotheses_path: str, generate_extra,
+def translate_and_score(data_bin: str, checkpoint: str, references, hypotheses_path: str, generate_extra,
                subset: str = "test") -> dict:
     """Beam-5 translations of every sentence of `data_bin`'s `subset`, saved, and their sacreBLEU scores."""
     hypotheses = mt_pipeline.generate(data_bin, checkpoint, subset, extra=["--cpu", *generate_extra])
@@ -155,7 +160,7 @@ def score_extra_tests(result: dict, save_dir: str, tests: dict, generate_extra) 
     missing = {name: test for name, test in tests.items() if name not in result.setdefault("extra_tests", {})}
     for name, (test_bin, references) in missing.items():
         result["extra_tests"][name] = {
-            choice: score_test(test_bin, os.path.join(save_dir, scores["checkpoint"]), references,
+            choice: translate_and_score(test_bin, os.path.join(save_dir, scores["checkpoint"]), references,
                                os.path.join(save_dir, f"hypotheses.{name}.{choice}.txt"), generate_extra)
             for choice, scores in result["scores"].items()}
     return bool(missing)
@@ -184,19 +189,20 @@ def train_row(name, flags, data_bin, save_dir, log_path, budget, args) -> str:
     return open(log_path).read()
 
 
-def score_checkpoints(data_bin: str, save_dir: str, args, subset: str = "test") -> dict:
+def score_checkpoints(data_bin: str, save_dir: str, out_dir: str, args, subset: str = "test") -> dict:
     """BLEU and chrF on every sentence of `subset` (test2016 or, for a diagnosis row, valid; beam 5) and valid loss
     of the average of the last `args.average` epoch checkpoints (written now) and of checkpoint_best.pt, keyed
-    "average-last-N" and "best"."""
+    "average-last-N" and "best"; the translations go to out_dir/hypotheses[.SUBSET].CHOICE.txt."""
     references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS[subset]}.{args.tgt}"))
     prefix = "hypotheses" if subset == "test" else f"hypotheses.{subset}"
     epochs = mt_pipeline.last_epoch_checkpoints(save_dir, args.average)
     choices = {f"average-last-{args.average}": mt_pipeline.average_checkpoints(
         epochs, os.path.join(save_dir, f"average-last-{args.average}.pt")),
         "best": os.path.join(save_dir, "checkpoint_best.pt")}
-    scores = {choice: dict(score_test(data_bin, path, references, os.path.join(save_dir, f"{prefix}.{choice}.txt"),
-                                      args.generate_extra.split(), subset), valid_loss=valid_loss(data_bin, path),
-                           checkpoint=os.path.basename(path))
+    scores = {choice: dict(translate_and_score(data_bin, path, references,
+                                               os.path.join(out_dir, f"{prefix}.{choice}.txt"),
+                                               args.generate_extra.split(), subset),
+                           valid_loss=valid_loss(data_bin, path), checkpoint=os.path.basename(path))
               for choice, path in choices.items()}
     scores[f"average-last-{args.average}"]["averaged"] = [os.path.basename(path) for path in epochs]
     return scores
@@ -223,7 +229,7 @@ def run_one(name, flags, data_bin, save_dir, out_dir, budget, args, tests) -> di
     result = {"name": name, **describe(model_flags), "params": counts["total"], "define_params": counts["define"],
               "parts": counts, "epochs": epochs, "updates": updates, "train_wall_s": train_wall_seconds(log),
               "train_words_per_s": words_per_second(log), "scored_on": subset,
-              "scores": score_checkpoints(data_bin, save_dir, args, subset),
+              "scores": score_checkpoints(data_bin, save_dir, out_dir, args, subset),
               "flags": flags, "recipe": [*RECIPE, *budget]}
     score_extra_tests(result, save_dir, tests, args.generate_extra.split())
     json.dump(result, open(result_path, "w"), indent=2)
@@ -242,6 +248,21 @@ def summary(results) -> list:
                          "extra_tests": {t: {"bleu": round(c[choice]["bleu"], 2), "chrf": round(c[choice]["chrf"], 2)}
                                          for t, c in r.get("extra_tests", {}).items()}})
     return rows
+
+
+def paired_tests(results, results_dir: str, references) -> list:
+    """sacreBLEU's paired bootstrap test on test2016 of each pair of `PAIRS` (system, control) among the finished
+    `results`, for each checkpoint choice, from the translations under RESULTS/mt_multi30k/ROW."""
+    by_name = {r["name"]: r for r in results if r.get("scored_on", "test") == "test"}
+    tests = []
+    for system, control in (pair for pair in PAIRS if set(pair) <= set(by_name)):
+        for choice in by_name[system]["scores"]:
+            paths = [os.path.join(results_dir, TAG, name, f"hypotheses.{choice}.txt") for name in (system, control)]
+            if all(os.path.isfile(path) for path in paths):
+                system_text, control_text = (mt_pipeline.read_lines(path) for path in paths)
+                tests.append({"system": system, "control": control, "checkpoint": choice,
+                              **mt_pipeline.paired_bootstrap(control_text, system_text, references)})
+    return tests
 
 
 def finished(results_dir: str) -> list:
@@ -288,7 +309,7 @@ def plot(results_dir: str):
             axes[0][1].plot(updates, bleu, style, marker="o", markersize=3, label=name)
     axes[0][0].set(xlabel="updates", ylabel="valid loss (label-smoothed, base 2)", title="Multi30k en-de: valid loss")
     if with_bleu:
-        axes[0][1].set(xlabel="updates", ylabel="valid BLEU", title="valid BLEU")
+        axes[0][1].set(xlabel="updates", ylabel="valid BLEU (greedy)", title="valid BLEU (greedy, --eval-bleu)")
     for ax in axes[0]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -312,6 +333,15 @@ def print_table(rows):
               f"{r['chrf']:>7.2f}{r['valid_loss']:>11.3f}{r['updates']:>8}{r['train_wall_s']:>9.0f}"
               + "".join(f"{r['extra_tests'][t]['bleu']:>16.2f}" if t in r["extra_tests"] else f"{'-':>16}"
                         for t in extra))
+
+
+def print_pairs(pairs):
+    """The paired bootstrap tests as a table: each metric's difference (system - control) and p-value."""
+    if pairs:
+        print(f"\n{'system':<12}{'control':<12}{'checkpoint':<16}{'dBLEU':>7}{'p':>7}{'dchrF':>7}{'p':>7}")
+    for t in pairs:
+        print(f"{t['system']:<12}{t['control']:<12}{t['checkpoint']:<16}{t['bleu_delta']:>+7.2f}{t['bleu_p']:>7.3f}"
+              f"{t['chrf_delta']:>+7.2f}{t['chrf_p']:>7.3f}")
 
 
 def parse_args(argv):
@@ -354,10 +384,14 @@ def main(argv=None):
             flags = [*ROWS[name], *(args.define_extra.split() if define else [])]
             run_one(name, flags, data_bin, os.path.join(workdir, name), os.path.join(args.results, TAG, name), budget,
                     args, tests)
-    rows = summary(finished(args.results))
+    results = finished(args.results)
+    rows = summary(results)
     if not args.plot_only:
+        references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS['test']}.{args.tgt}"))
+        pairs = paired_tests(results, args.results, references)
         with open(os.path.join(args.results, f"{TAG}.json"), "w") as f:
-            json.dump({"rows": rows}, f, indent=2)
+            json.dump({"rows": rows, "paired_bootstrap": pairs}, f, indent=2)
+        print_pairs(pairs)
     figure = plot(args.results)
     if figure:
         print(f"wrote {figure}")

@@ -134,6 +134,26 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
             "chrf_signature": str(chrf.get_signature()), "sentences": len(hypotheses)}
 
 
+def paired_bootstrap(control: Sequence[str], system: Sequence[str], references: Sequence[str],
+                     samples: int = 1000) -> dict:
+    """sacreBLEU's paired bootstrap test (as `sacrebleu --paired-bs`: `samples` resamples, its fixed seed) of
+    `system`'s BLEU and chrF against `control`'s on the same sentences: each metric's difference and p-value."""
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
+    if not len(control) == len(system) == len(references):
+        raise ValueError(f"{len(control)} and {len(system)} hypotheses for {len(references)} references")
+    signatures, scores = PairedTest([("control", list(control)), ("system", list(system))],
+                                    {"bleu": BLEU(), "chrf": CHRF()}, [list(references)], test_type="bs",
+                                    n_samples=samples)()
+    out = {}
+    for key, (name, signature) in zip(("bleu", "chrf"), signatures.items()):
+        control_result, system_result = scores[name]
+        out.update({f"{key}_delta": float(system_result.score - control_result.score),
+                    f"{key}_p": float(system_result.p_value), f"{key}_signature": str(signature)})
+    return out
+
+
 def read_lines(path: str) -> List[str]:
     with open(path, encoding="utf-8") as f:
         return [line.rstrip("\n") for line in f]

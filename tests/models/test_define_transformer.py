@@ -77,7 +77,7 @@ def test_example_scores_every_test_sentence_for_every_row_and_both_checkpoints(e
             assert scores["sentences"] == 100
             assert "nrefs:1" in scores["bleu_signature"] and "tok:13a" in scores["bleu_signature"]
             assert "nc:6" in scores["chrf_signature"]
-            hypotheses = mt_pipeline.read_lines(os.path.join(example_run.workdir, name, f"hypotheses.{choice}.txt"))
+            hypotheses = mt_pipeline.read_lines(os.path.join(example_run.results, name, f"hypotheses.{choice}.txt"))
             assert len(hypotheses) == 100 and "▁" not in "".join(hypotheses)  # detokenized
     baseline, map_row, define = (row_result(example_run, name) for name in STUDY_ROWS)
     assert (baseline["transform"], map_row["transform"], define["transform"]) == ("table", "none", "define")
@@ -91,6 +91,32 @@ def test_example_scores_every_test_sentence_for_every_row_and_both_checkpoints(e
     assert curve[-1][1] < curve[0][1]
     assert all(bleu is not None and 0.0 <= bleu <= 100.0 for _, _, bleu in curve)  # --eval-bleu's greedy BLEU
     assert os.path.isfile(os.path.join(example_run.root, "results", "figures", "mt_multi30k_valid.png"))
+
+
+def test_paired_bootstrap_compares_the_rows_on_their_test_translations(example_run):
+    with open(os.path.join(example_run.results + ".json")) as f:
+        pairs = json.load(f)["paired_bootstrap"]
+    choices = ("average-last-2", "best")
+    assert [(t["system"], t["control"], t["checkpoint"]) for t in pairs] == [
+        (system, control, choice) for system, control in (("define-128", "map-128"), ("define-128", "baseline"),
+                                                          ("map-128", "baseline")) for choice in choices]
+    bleu = {(r["name"], r["checkpoint"]): r["bleu"] for r in example_run.rows}
+    for t in pairs:
+        difference = bleu[t["system"], t["checkpoint"]] - bleu[t["control"], t["checkpoint"]]
+        assert t["bleu_delta"] == pytest.approx(difference, abs=0.011)
+        assert 0.0 < t["bleu_p"] <= 1.0 and 0.0 < t["chrf_p"] <= 1.0
+        assert "bs:1000" in t["bleu_signature"] and "nc:6" in t["chrf_signature"]
+
+
+def test_paired_bootstrap_p_value_separates_a_real_difference_from_noise():
+    references = [f"a man rides a red bike number {i} down the street" for i in range(200)]
+    near = [r if i % 10 else r.replace("red", "blue") for i, r in enumerate(references)]
+    far = [r if i % 10 else "a dog" for i, r in enumerate(references)]
+    worse = mt_pipeline.paired_bootstrap(near, far, references, samples=200)
+    assert worse["bleu_delta"] < 0 and worse["chrf_delta"] < 0 and worse["bleu_p"] < 0.05
+    elsewhere = [r if i % 10 != 5 else r.replace("red", "blue") for i, r in enumerate(references)]  # as many errors
+    level = mt_pipeline.paired_bootstrap(near, elsewhere, references, samples=200)
+    assert abs(level["bleu_delta"]) < 0.5 and level["bleu_p"] > 0.2
 
 
 def test_averaged_checkpoint_is_the_mean_of_the_last_epoch_checkpoints(example_run):
@@ -148,15 +174,15 @@ def test_diagnosis_row_runs_only_when_named_and_is_scored_on_valid_not_test(mult
     assert [(r["name"], r["checkpoint"], r["scored_on"]) for r in rows] == [
         ("define-128-unit-lr0.3", choice, "valid") for choice in ("average-last-2", "best")]
     assert all(r["extra_tests"] == {} for r in rows)
-    save_dir = os.path.join(root, "runs", "mt_multi30k", "define-128-unit-lr0.3")
+    out_dir, save_dir = (os.path.join(root, d, "mt_multi30k", "define-128-unit-lr0.3") for d in ("results", "runs"))
     references = mt_pipeline.read_lines(os.path.join(multi30k_slice, "val.de"))
     for choice in ("average-last-2", "best"):
-        assert not os.path.exists(os.path.join(save_dir, f"hypotheses.{choice}.txt"))  # no test translations
-        hypotheses = mt_pipeline.read_lines(os.path.join(save_dir, f"hypotheses.valid.{choice}.txt"))
+        assert not os.path.exists(os.path.join(out_dir, f"hypotheses.{choice}.txt"))  # no test translations
+        hypotheses = mt_pipeline.read_lines(os.path.join(out_dir, f"hypotheses.valid.{choice}.txt"))
         assert rows[0 if choice == "average-last-2" else 1]["bleu"] == round(
             mt_pipeline.score(hypotheses, references)["bleu"], 2)  # scored against the valid references
     trained = torch.load(os.path.join(save_dir, "checkpoint_best.pt"), map_location="cpu", weights_only=False)
-    assert trained["cfg"]["model"].define_unit_lr_scale == 0.3
+    assert trained["cfg"]["model"]["define_unit_lr_scale"] == 0.3
     assert any(".unit." in key and ".parametrizations." in key for key in trained["model"])  # the scaled steps
 
 
