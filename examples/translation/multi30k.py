@@ -61,8 +61,8 @@ ROWS = {
     "define-128": map_row(128, UNIT),
     "define-64": map_row(64, UNIT),
 }
-DIAGNOSIS = {
-    "define-128-unit-lr0.3": map_row(128, [*UNIT, "--define-unit-lr-scale", "0.3"]),
+DIAGNOSIS = {  # a main row + one flag (a later flag overrides an earlier one)
+    "define-128-unit-lr0.3": [*ROWS["define-128"], "--define-unit-lr-scale", "0.3"],
 }
 ROWS.update(DIAGNOSIS)
 DEFAULT_ROWS = ("baseline", "map-128", "define-128")
