@@ -4,7 +4,10 @@
     python -m fairseq_define.params --arch define_transformer_lm_wiki103 --data data-bin/wikitext-103
     python -m fairseq_define.params --arch define_transformer_wmt_en_de --vocab-size 32768
 
-Takes fairseq-train's model flags (`--decoder-layers 4`, `--define-map-dim 64`, ...). The vocabulary comes from
+    python -m fairseq_define.params --arch define_transformer_lm_gpt2_tiny --vocab-size 1000 --layers
+
+Takes fairseq-train's model flags (`--decoder-layers 4`, `--define-map-dim 64`, ...); `--layers` also lists every
+DeFINE embedding's layers (weights, biases, norm parameters and MACs per token of each, `DefineEmbedding.accounting`). The vocabulary comes from
 the dictionaries in `--data DIR` or is `--vocab-size V` symbols (fairseq's 4 specials included). The model is
 built on the meta device, so even full-size models are counted in seconds without allocating their weights.
 
@@ -30,7 +33,7 @@ PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 def part_of(name: str) -> str:
     """The part a parameter belongs to, from its name in the model."""
     _, _, rest = name.partition(".")  # drop "encoder." / "decoder."
-    if rest.startswith("embed_tokens.unit."):
+    if rest.startswith(("embed_tokens.unit.", "embed_tokens.gate")):
         return "define"
     if rest.startswith(("embed_tokens.", "project_in_dim.")):
         return "map"
@@ -104,17 +107,32 @@ def main(argv=None):
     if "-h" in argv or "--help" in argv or not argv:
         print(__doc__)
         return
-    as_json = "--json" in argv
-    argv = [a for a in argv if a != "--json"]
+    as_json, with_layers = "--json" in argv, "--layers" in argv
+    argv = [a for a in argv if a not in ("--json", "--layers")]
     model, _ = build_model(argv)
     counts = count_parts(model)
+    layers = embedding_layers(model) if with_layers else {}
     if as_json:
-        print(json.dumps(counts))
-    else:
-        width = max(len(f"{v:,}") for v in counts.values())
-        for part, value in counts.items():
-            share = 100.0 * value / counts["total"] if counts["total"] else 0.0
-            print(f"{part:>8}  {value:>{width},}  {share:5.1f}%")
+        print(json.dumps({**counts, "layers": layers} if with_layers else counts))
+        return
+    width = max(len(f"{v:,}") for v in counts.values())
+    for part, value in counts.items():
+        share = 100.0 * value / counts["total"] if counts["total"] else 0.0
+        print(f"{part:>8}  {value:>{width},}  {share:5.1f}%")
+    for name, rows in layers.items():
+        print(f"\n{name}")
+        print(f"  {'layer':<10}{'group':>7}{'weights':>12}{'biases':>9}{'norm':>8}{'params':>12}{'MACs/token':>12}")
+        for r in rows:
+            print(f"  {r['part']:<10}{r['group']:>7}{r['weights']:>12,}{r['biases']:>9,}{r['norm']:>8,}"
+                  f"{r['params']:>12,}{r['macs_per_token']:>12,}")
+
+
+def embedding_layers(model: torch.nn.Module) -> "OrderedDict[str, list]":
+    """{module name: `DefineEmbedding.accounting()` rows} for every DeFINE embedding of `model` (a shared one once)."""
+    from fairseq_define.modules.define_embedding import DefineEmbedding
+
+    return OrderedDict((name, module.accounting()) for name, module in model.named_modules()
+                       if isinstance(module, DefineEmbedding))
 
 
 if __name__ == "__main__":

@@ -51,3 +51,33 @@ def test_needs_a_vocabulary():
     out = subprocess.run([sys.executable, "-m", "fairseq_define.params", "--arch", "transformer_lm"],
                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert out.returncode != 0 and "--data DIR or --vocab-size V" in out.stderr
+
+
+def test_layers_of_the_authors_unit_and_its_host_scale():
+    """`--layers` lists the authors' unit layer by layer (spec §9 (b) on d = 256), and the model feeds its output
+    to the decoder without the sqrt(m) scale, while --define-residual keeps the control's scale."""
+    flags = ["--arch", "define_transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim", "256",
+             "--decoder-attention-heads", "4", "--define-map-dim", "256", "--define-transform", "authors",
+             "--define-expand-dim", "1024", "--define-depth", "3", "--define-max-groups", "32",
+             "--define-activation", "swish", "--vocab-size", "300"]
+    counts = params_json(*flags, "--layers")
+    rows = counts["layers"]["decoder.embed_tokens"]
+    assert [(r["part"], r["params"]) for r in rows if r["group"] == "define"] == [
+        ("input", 33_152), ("glt.1", 19_296), ("glt.2", 362_496), ("glt.3", 295_680), ("output", 99_072)]
+    assert counts["define"] == 809_696
+    model, _ = build_model(flags, device="cpu")
+    assert model.decoder.embed_scale == 1.0
+    model, _ = build_model([*flags, "--define-residual"], device="cpu")
+    assert model.decoder.embed_scale == 16.0 and counts["define"] + 256 == count_parts(model)["define"]
+
+
+@pytest.mark.parametrize("arch,stacks", [("define_transformer_tiny", ("encoder", "decoder")),
+                                         ("define_transformer_xl_tiny", ("decoder",))])
+def test_authors_unit_enters_every_host_unscaled(arch, stacks):
+    flags = ["--arch", arch, "--define-transform", "authors", "--define-map-dim", "32", "--define-max-groups", "2",
+             "--vocab-size", "300"]
+    model, _ = build_model(flags, device="meta")
+    for stack in stacks:
+        assert getattr(model, stack).embed_scale == 1.0
+    model, _ = build_model(flags[:-2] + ["--define-residual", "--vocab-size", "300"], device="meta")
+    assert all(getattr(model, stack).embed_scale > 1.0 for stack in stacks)

@@ -38,6 +38,11 @@ UNIT = [*PLAIN_UNIT, "--define-unit-lr-scale", "0.3"]
 # control's function exactly, so it should train like the control.
 LINEAR_UNIT = [*PLAIN_UNIT, "--define-transform", "linear", "--define-depth", "1", "--define-expand-dim", "256",
                "--define-norm", "none", "--define-activation", "none"]
+# The authors' released unit (--define-transform authors, docs/authors-unit.md) in the spec's configuration (b) on
+# d = 256: k = 4 x 256 = 1024, N = 3, G = 32 (groups [4, 2, 1]), swish as in their architectures; its output enters
+# the model without the sqrt(m) scale. The unit's dropouts stay at 0, as in the define-n rows.
+AUTHORS_UNIT = ["--define-transform", "authors", "--define-expand-dim", "1024", "--define-depth", "3",
+                "--define-max-groups", "32", "--define-norm", "ln", "--define-activation", "swish"]
 RECIPE = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.003", "--lr-scheduler", "cosine",
           "--warmup-updates", "100", "--warmup-init-lr", "1e-7", "--clip-norm", "1.0", "--max-tokens", "2048",
           "--cpu", "--seed", "1", "--log-format", "simple", "--log-interval", "50", "--no-epoch-checkpoints",
@@ -62,6 +67,8 @@ ROWS = {
     "standard": {"n": 256, "d": 256, "flags": ["--arch", "transformer_lm_big", *CONTEXT,
                                                "--share-decoder-input-output-embed"]},
     "define-64-n-space": map_row(64, d=64, unit=UNIT),
+    "authors-256": map_row(256, unit=[*AUTHORS_UNIT, "--define-unit-lr-scale", "0.3"]),
+    "authors-64": map_row(64, unit=[*AUTHORS_UNIT, "--define-unit-lr-scale", "0.3"]),
 }
 # Short matched runs at n = 256 and 64 (same recipe, --max-update 1000 = one epoch, gradient norms per part recorded):
 # what holds DeFINE back. `recipe` flags come after RECIPE's, so they win.
@@ -86,6 +93,15 @@ DIAGNOSIS = {
     "map-64": map_row(64),
     "define-64": map_row(64, unit=PLAIN_UNIT),
     "define-64-unit-lr0.3": map_row(64, unit=[*PLAIN_UNIT, "--define-unit-lr-scale", "0.3"]),
+    # a unit that starts as its control (--define-residual) and steps by fan-in, alone and combined
+    **{f"{name}-{n}{suffix}": map_row(n, unit=[*unit, *options])
+       for name, unit in (("define", PLAIN_UNIT), ("linear", LINEAR_UNIT), ("authors", AUTHORS_UNIT))
+       for n in (256, 64) if name != "linear" or n == 256
+       for suffix, options in (("", []), ("-fan-in", ["--define-unit-lr-scale", "fan-in"]),
+                               ("-residual", ["--define-residual"]),
+                               ("-residual-unit-lr0.3", ["--define-residual", "--define-unit-lr-scale", "0.3"]),
+                               ("-residual-fan-in", ["--define-residual", "--define-unit-lr-scale", "fan-in"]))
+       if f"{name}-{n}{suffix}" not in ("define-256", "define-64", "linear-256")},
 }
 STUDIES = {"main": (ROWS, 2000), "diagnosis": (DIAGNOSIS, 1000)}
 

@@ -34,7 +34,7 @@ def _fairseq_field(f, inverted: bool):
     help_text = "DeFINE: " + f.metadata["help"]
     if inverted:
         return bool, dataclass_field(default=False, metadata={"help": "DeFINE: do not " + f.metadata["help"]})
-    kind = ChoiceEnum(list(f.metadata["choices"])) if f.metadata["choices"] else f.type
+    kind = ChoiceEnum(list(f.metadata["choices"])) if f.metadata["choices"] else (f.metadata["cli_type"] or f.type)
     if f.default is None:
         kind = Optional[int]
     return kind, dataclass_field(default=f.default, metadata={"help": help_text})
@@ -110,3 +110,11 @@ def build_define_embedding(args, dictionary, embed_dim, adaptive_cutoff=None, ad
         raise ValueError("--quant-noise-pq is not supported by the DeFINE models (the Map and the unit have no "
                          "quantization noise); train without it")
     return DefineEmbedding(len(dictionary), dictionary.pad(), embed_dim, config=config, shared_map=shared_map)
+
+
+def match_host_scale(stack):
+    """Set the `embed_scale` of `stack` (a fairseq encoder or decoder, or the Transformer-XL decoder) to 1 when its
+    DefineEmbedding's output enters the model unscaled (the authors' unit: `DefineEmbedding.wants_host_scale`)."""
+    if not stack.embed_tokens.wants_host_scale:
+        stack.embed_scale = 1.0
+    return stack

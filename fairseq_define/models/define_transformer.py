@@ -29,6 +29,7 @@ from fairseq_define.models.define_options import (
     DefineEmbeddingConfig,
     build_define_embedding,
     derive_unset,
+    match_host_scale,
     set_define_defaults,
     unit_input_dim,
 )
@@ -89,7 +90,10 @@ class DefineTransformerModel(TransformerModel):
         derive_unset(args, decoder_embed_dim=args.encoder_embed_dim, decoder_ffn_embed_dim=args.encoder_ffn_embed_dim)
         define_translation_defaults(args)
         derive_unset(args, decoder_input_dim=args.decoder_embed_dim, decoder_output_dim=args.decoder_embed_dim)
-        return super().build_model(args, task)
+        model = super().build_model(args, task)
+        match_host_scale(model.encoder)
+        match_host_scale(model.decoder)
+        return model
 
     @classmethod
     def build_embedding(cls, args, dictionary, embed_dim, path=None):

@@ -31,6 +31,7 @@ from fairseq_define.models.define_options import (
     DefineEmbeddingConfig,
     build_define_embedding,
     derive_unset,
+    match_host_scale,
     set_define_defaults,
     unit_input_dim,
     writable,
@@ -100,7 +101,7 @@ class DefineTransformerLanguageModel(TransformerLanguageModel):
         embed_tokens = build_define_embedding(
             args, task.source_dictionary, args.decoder_embed_dim, adaptive_cutoff, args.adaptive_input_factor
         )
-        decoder = TransformerDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True)
+        decoder = match_host_scale(TransformerDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True))
         if args.tie_adaptive_weights and decoder.project_out_dim is None and args.decoder_embed_dim != d:
             # fairseq builds no m -> d projection when adaptive weights are tied (it assumes m == d)
             decoder.project_out_dim = Linear(args.decoder_embed_dim, d, bias=False)

@@ -57,6 +57,7 @@ from fairseq_define.models.define_options import (
     DefineEmbeddingConfig,
     define_config,
     define_field,
+    match_host_scale,
     set_dataclass_defaults,
 )
 from fairseq_define.modules.define_embedding import DefineEmbedding
@@ -142,6 +143,7 @@ class TransformerXLDecoder(StreamStateMixin, FairseqIncrementalDecoder):
                              "--adaptive-cutoff)")
         self.embed_tokens = embed_tokens
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(m)
+        match_host_scale(self)
         self.padding_idx = dictionary.pad()
         self.window = max(int(cfg.mem_len), 0) + int(safe_getattr(cfg, "tokens_per_sample", 150))
         self.xl = TransformerXLDecoderStack(

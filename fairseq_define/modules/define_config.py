@@ -9,19 +9,23 @@ so one option is spelled once. Pure Python: no torch or fairseq import.
 """
 
 from dataclasses import dataclass, field, fields
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
-TRANSFORMS = ("define", "define-nomix", "hgt", "glt", "linear", "none")
+TRANSFORMS = ("define", "define-nomix", "hgt", "glt", "linear", "authors", "none")
+PAPER_TRANSFORMS = ("define", "define-nomix", "hgt", "glt", "linear")  # built by DefineUnit from `schedule()`
 NORMS = ("none", "ln")
 ACTIVATIONS = ("none", "gelu", "swish", "relu")
 OUTPUT_SCALES = ("factor", "weights")
+FAN_IN = "fan-in"  # the per-matrix step rule of --define-unit-lr-scale
 
 
-def option(default, help: str, flag: Optional[str] = None, choices=None, inverted_flag: Optional[str] = None):
+def option(default, help: str, flag: Optional[str] = None, choices=None, inverted_flag: Optional[str] = None,
+           cli_type=None):
     """A config field, set by the flag `--define-<name>`; or, with `inverted_flag`, by a store-true flag that sets it
     to False (e.g. `--define-no-cache`); or, with `flag`, by a flag the host model owns (fairseq's own, e.g.
-    `--adaptive-input-cutoff`), for which no `--define-*` flag is generated."""
-    metadata = {"help": help, "flag": flag, "choices": choices, "inverted_flag": inverted_flag}
+    `--adaptive-input-cutoff`), for which no `--define-*` flag is generated. `cli_type`: the type the command line
+    parses the value as, when it is not the field's own (a number-or-name field takes a string)."""
+    metadata = {"help": help, "flag": flag, "choices": choices, "inverted_flag": inverted_flag, "cli_type": cli_type}
     return field(default=default, metadata=metadata)
 
 
@@ -49,24 +53,33 @@ class DefineConfig:
     # the unit: Expand (HGT) -> Reduce
     transform: str = option(
         "define", "the unit: define (HGT + DeFINE skip), an ablation of the paper (define-nomix, hgt, glt, linear), "
+        "authors (the unit of the authors' released code, sacmehta/delight --define-iclr: docs/authors-unit.md), "
         "or none (no unit: the Map's d-dim output goes to the model, the control of every comparison)",
         choices=TRANSFORMS)
-    expand_dim: int = option(1024, "width k of the last HGT layer")
+    expand_dim: int = option(1024, "width k of the last HGT layer (authors: k = n * width multiplier)")
     depth: int = option(3, "number N of HGT layers")
-    max_groups: int = option(4, "groups g_max of the first HGT layer (a power of two; halves every layer)")
+    max_groups: int = option(4, "groups g_max of the first HGT layer (a power of two; halves every layer; authors: "
+                                "the cap G of the authors' cycling schedule)")
     norm: str = option("ln", "normalisation between HGT layers (per-group LayerNorm or none)", choices=NORMS)
-    activation: str = option("gelu", "activation between HGT layers", choices=ACTIVATIONS)
-    dropout: float = option(0.0, "dropout between HGT layers")
+    activation: str = option("gelu", "activation between HGT layers (the authors' architectures use swish)",
+                             choices=ACTIVATIONS)
+    dropout: float = option(0.0, "dropout between HGT layers (authors: after every layer of the unit)")
     reduce_skip: bool = option(False, "also feed e to Reduce ([h ; e] -> m)")
+    residual: bool = option(
+        False, "start as the control: the output is control(e) + gate * unit(e), where control(e) is what "
+        "--define-transform none computes (the Map's d-dim output, projected d -> m if d != m) and gate is a "
+        "learnable m-vector initialised to 0, so the model starts exactly as its control")
     output_scale: str = option(
         "factor", "how the unit's output is brought to the scale fairseq expects (std m^-0.5 at init): a fixed "
         "factor after Reduce (factor; one epoch on WikiText-2: valid ppl 242.5 against 273.7), or folded into "
         "Reduce's initial weights (weights, the v1 behaviour)", choices=OUTPUT_SCALES)
-    unit_lr_scale: float = option(
-        1.0, "relative step size c of the unit's weights: every unit parameter is stored divided by c and multiplied "
-        "back in the forward (a torch parametrization; same function and initial values), so Adam-type optimizers, "
-        "whose step ignores the gradient's scale, move the unit's weights c times as far as the rest of the model's "
-        "(SGD: c^2 times). 1: the paper's plain parameters; 0.3 closed DeFINE's gap at Adam lr 3e-3 on WikiText-2")
+    unit_lr_scale: Union[float, str] = option(
+        1.0, "relative step size of the unit's parameters, a number c or fan-in: each is stored divided by its scale "
+        "and multiplied back in the forward (a torch parametrization; same function and initial values), so "
+        "Adam-type optimizers, whose step ignores the gradient's scale, move it that many times as far as the rest "
+        "of the model (SGD: the square). c: every unit parameter (1: the paper's plain parameters); fan-in: each "
+        "weight matrix by min(1, d / F), F its per-group fan-in and d the unit's input width (muP's Adam rule for "
+        "hidden matrices, with d as the base width), biases and LayerNorm at 1", cli_type=str)
     # work skipping, beyond the paper
     dedupe: bool = option(True, "run the unit once per unique id of the batch",
                           inverted_flag="--define-no-dedupe")
@@ -93,6 +106,11 @@ class DefineConfig:
     def has_unit(self) -> bool:
         return self.transform != "none"
 
+    @property
+    def is_authors(self) -> bool:
+        """The authors' unit (and their Map treatment: sqrt(n) on a lookup Map, locked Map dropout)."""
+        return self.transform == "authors"
+
     def __post_init__(self):
         if self.adaptive_cutoff is not None:
             object.__setattr__(self, "adaptive_cutoff", tuple(int(c) for c in self.adaptive_cutoff))
@@ -108,12 +126,37 @@ class DefineConfig:
         for name in ("dropout", "map_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise self.error(name, "must be in [0, 1)")
-        if not self.unit_lr_scale > 0:
-            raise self.error("unit_lr_scale", "must be positive")
+        object.__setattr__(self, "unit_lr_scale", self._parse_step_scale(self.unit_lr_scale))
         if self.adaptive_factor <= 0:
             raise self.error("adaptive_factor", "must be positive")
-        if self.has_unit:
+        if self.is_authors:
+            self._check_authors()
+        elif self.has_unit:
             self.schedule()  # raises on widths or groups that do not fit
+
+    def _parse_step_scale(self, value) -> Union[float, str]:
+        """--define-unit-lr-scale: a positive number (given as a number or a string) or "fan-in"."""
+        if value == FAN_IN:
+            return FAN_IN
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise self.error("unit_lr_scale", f"is neither a positive number nor {FAN_IN}") from None
+        if not number > 0 or number == float("inf"):
+            raise self.error("unit_lr_scale", "must be positive")
+        return number
+
+    def _check_authors(self):
+        """What the authors' DExTraUnit asserts (N > 1, n even, n % G == 0, with n its input width: our d) and
+        what would make their code exit: the rest depends on m and is checked by `authors_unit.authors_layers`."""
+        d, d_name = self.unit_input_dim, "map_dim" if self.input_dim is None else "input_dim"
+        if self.depth < 2:
+            raise self.error("depth", "must be >= 2 with --define-transform authors (its last GLT layer maps to m)")
+        if d % 2:
+            raise self.error(d_name, "must be even with --define-transform authors (the authors' unit asserts it)")
+        if d % self.max_groups:
+            raise self.error(d_name, f"must be divisible by {self.flag('max_groups')}={self.max_groups} with "
+                                     f"--define-transform authors (the authors' unit asserts it)")
 
     def schedule(self) -> List[HGTLayerSpec]:
         """Widths and groups of the N Expand layers (spec §1.2), with every divisibility rule checked.
@@ -121,6 +164,8 @@ class DefineConfig:
         Widths start from d (the unit's input). Example (MT config): d=128, k=1024, N=3, g_max=4 gives groups
         [4, 2, 1], inputs [128, 560, 856], outputs [432, 728, 1024].
         """
+        if self.transform not in PAPER_TRANSFORMS:
+            raise ValueError(f"{self.flag('transform')}={self.transform} has no HGT schedule of the paper")
         d, k, depth, g_max = self.unit_input_dim, self.expand_dim, self.depth, self.max_groups
         d_name = "map_dim" if self.input_dim is None else "input_dim"
         if g_max & (g_max - 1):

@@ -13,11 +13,17 @@ Beyond the paper, two ways to skip work that the token-wise unit makes redundant
 - **inference table** (paper §3.4; on by default): `prepare_for_inference()` — which fairseq calls through
   `make_generation_fast_` in generate, interactive, eval-lm and the hub — arms a V x m table of all unit outputs,
   built at the first forward in eval mode without autograd and then looked up. Lifecycle: the table is dropped by
-  `train(True)`, `load_state_dict`, device/dtype moves (`.to`, `.cuda`, `.half`, ...), and rebuilt under another
-  autocast dtype. Plain `eval()` (fairseq's validation calls it on every batch) never builds it: that path dedupes.
-  Once prepared, the parameters are taken as frozen (fairseq forbids training a model after make_generation_fast_);
-  a caller that changes them in place without `train()` or `load_state_dict` must call `prepare_for_inference()`
-  again.
+  `train(True)`, `load_state_dict`, device/dtype moves (`.to`, `.cuda`, `.half`, ...), rebuilt under another
+  autocast dtype, and rebuilt when any parameter changed in place since it was built (each lookup compares the
+  parameters' version counters: an optimizer step on a prepared model in eval mode is never served a stale table).
+  Plain `eval()` (fairseq's validation calls it on every batch) never builds it: that path dedupes. A write through
+  `p.data` bypasses version counters (torch gives `.data` its own); call `prepare_for_inference()` after one.
+
+Units (`--define-transform`): the paper's (`define_unit.py`: define and its ablations) or the authors' released
+code's (`authors_unit.py`: authors), which also brings their Map treatment: a lookup Map's output times sqrt(n)
+(std 1) and a locked Map dropout (one mask per sequence, `--define-map-dropout`); its output enters the model with
+no sqrt(m) (`wants_host_scale`), and its padding output is f(0) as in their code. `--define-residual` adds the
+unit to the control's path through a zero-initialised gate: out = control(e) + gate * unit(e).
 
 Output scale: fairseq multiplies token embeddings by sqrt(m) (unless `--no-scale-embedding`), which assumes
 embeddings like its nn.Embedding, std m^-0.5. At init the unit's output std over a sample of the vocabulary is
@@ -28,12 +34,14 @@ it). Padding positions are exact zeros.
 """
 
 from dataclasses import replace
+import math
 from typing import List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fairseq_define.modules.authors_unit import AuthorsDefineUnit
 from fairseq_define.modules.define_config import DefineConfig
 from fairseq_define.modules.define_unit import DefineUnit
 
@@ -75,16 +83,22 @@ class DefineEmbedding(nn.Module):
                 raise ValueError(f"shared_map has widths n={shared_map.map_dim}, d={shared_map.input_dim}; this "
                                  f"embedding needs n={cfg.map_dim}, d={self.input_dim}")
             self.map, self.map_proj = shared_map.map, shared_map.map_proj
-        self.map_dropout = nn.Dropout(cfg.map_dropout)
-        self.unit = DefineUnit(cfg, embedding_dim) if cfg.has_unit else None
+        self.map_dropout = nn.Dropout(0.0 if cfg.is_authors else cfg.map_dropout)  # authors: locked, in forward
+        self.unit = build_unit(cfg, embedding_dim)
+        # the authors' unit reads the lookup Map's output times sqrt(n) (std 1); an adaptive Map's as it is
+        self.unit_input_scale = math.sqrt(cfg.map_dim) if cfg.is_authors and cfg.adaptive_cutoff is None else 1.0
+        has_control = self.unit is None or cfg.residual  # the --define-transform none path
         self.out_proj = (nn.Linear(self.input_dim, embedding_dim, bias=False)
-                         if self.unit is None and self.input_dim != embedding_dim else None)
+                         if has_control and self.input_dim != embedding_dim else None)
+        # --define-residual: out = control(e) + gate * unit(e), gate = 0 at init (the model starts as its control)
+        self.gate = nn.Parameter(torch.zeros(embedding_dim)) if self.unit is not None and cfg.residual else None
         self.register_buffer("version", torch.tensor(VERSION))
         self._table: Optional[torch.Tensor] = None
         self._table_key = None
         self._inference = False
         if self.unit is not None:
-            self._calibrate_output_scale()
+            if not cfg.is_authors:
+                self._calibrate_output_scale()
             if cfg.unit_lr_scale != 1:
                 self.unit.scale_steps(cfg.unit_lr_scale)
 
@@ -93,6 +107,13 @@ class DefineEmbedding(nn.Module):
     @property
     def is_adaptive(self) -> bool:
         return not isinstance(self.map, nn.Embedding)
+
+    @property
+    def wants_host_scale(self) -> bool:
+        """Whether the host model should multiply this embedding's output by its usual sqrt(m): True but for the
+        authors' unit without --define-residual, whose output enters the model as it is (as in DeLighT); the
+        models set their `embed_scale` to 1 then."""
+        return not (self.config.is_authors and not self.config.residual)
 
     def __getattr__(self, name: str):
         if name == "weight":  # the Map table [V, n], for `--share-*-embed(dings)`; not a property, so that the
@@ -114,21 +135,29 @@ class DefineEmbedding(nn.Module):
 
     # forward ------------------------------------------------------------------------------------------------
 
-    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids [*] -> [*, m], computed position by position (no table), padding rows exactly zero."""
+    def embed_ids(self, ids: torch.Tensor, map_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """ids [*] -> [*, m], computed position by position (no table). `map_mask` ([*, d] or broadcastable): the
+        authors' locked Map dropout mask, multiplied into e. Padding rows are exactly zero, except with the
+        authors' unit, whose padding output is f(0) as in their code."""
         e = self.map(ids)
         if self.map_proj is not None:
             e = self.map_proj(e)
-        e = self.map_dropout(e)
+        e = self.map_dropout(e) if map_mask is None else e * map_mask
         if self.unit is None:
-            return e if self.out_proj is None else self.out_proj(e)
-        out = self.unit(e.reshape(-1, self.input_dim)).view(*ids.shape, self.embedding_dim)
-        if self.padding_idx is not None:
+            return self._control(e)
+        out = self.unit(e.reshape(-1, self.input_dim) * self.unit_input_scale).view(*ids.shape, self.embedding_dim)
+        if self.gate is not None:
+            out = self._control(e) + self.gate * out
+        if self.padding_idx is not None and not self.config.is_authors:
             out = out.masked_fill((ids == self.padding_idx).unsqueeze(-1), 0.0)
         return out
 
+    def _control(self, e: torch.Tensor) -> torch.Tensor:
+        """What --define-transform none hands the model: e [*, d] -> [*, m] (d -> m when d != m)."""
+        return e if self.out_proj is None else self.out_proj(e)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [*] (integer ids in [0, V)) -> [*, m]."""
+        """tokens [*] (integer ids in [0, V); [B, T] in the fairseq models) -> [*, m]."""
         if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.is_complex() \
                 or tokens.dtype == torch.bool:
             kind = tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__
@@ -138,10 +167,33 @@ class DefineEmbedding(nn.Module):
         self._check_ids(tokens)
         if self._uses_table():
             return F.embedding(tokens, self.inference_table())
+        mask = self._locked_map_mask(tokens)
+        if mask is not None:
+            return self._embed_with_locked_mask(tokens, mask)
         if self.unit is None or not self.config.dedupe:
             return self.embed_ids(tokens)
         ids, inverse = torch.unique(tokens, return_inverse=True)
         return F.embedding(inverse, self.embed_ids(ids))
+
+    def _locked_map_mask(self, tokens: torch.Tensor) -> Optional[torch.Tensor]:
+        """The authors' Map dropout in training: one mask [S, d] per sequence (S = tokens.shape[0], the batch of
+        the batch-first fairseq models; each id its own row for 1-D tokens), scaled 1 / (1 - p). None otherwise."""
+        p = self.config.map_dropout
+        if not (self.config.is_authors and self.training and p > 0):
+            return None
+        weight = next(self.map.parameters())
+        keep = torch.full((tokens.shape[0], self.input_dim), 1.0 - p, device=weight.device, dtype=weight.dtype)
+        return torch.bernoulli(keep) / (1.0 - p)
+
+    def _embed_with_locked_mask(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens [S, *] with a mask [S, d] per sequence -> [S, *, m]. With dedupe, the unit runs once per unique
+        (sequence, id) pair, the pairs whose inputs are equal."""
+        sequence = torch.arange(tokens.shape[0], device=tokens.device).view(-1, *[1] * (tokens.dim() - 1))
+        if not self.config.dedupe:
+            return self.embed_ids(tokens, mask[sequence.expand_as(tokens)])
+        pairs, inverse = torch.unique(sequence * self.num_embeddings + tokens, return_inverse=True)
+        rows = self.embed_ids(pairs % self.num_embeddings, mask[pairs // self.num_embeddings])
+        return F.embedding(inverse, rows)
 
     def _check_ids(self, tokens: torch.Tensor):
         """A clear error for ids outside [0, V), without a host-device synchronisation on accelerators."""
@@ -165,12 +217,16 @@ class DefineEmbedding(nn.Module):
         return self._inference and not self.training and not torch.is_grad_enabled()
 
     def _table_context(self):
-        weight = self.unit.reduce.weight
+        """What the table depends on besides the ids: device, dtype, autocast dtype, and every parameter's storage
+        and version counter (an in-place update, e.g. an optimizer step on the prepared model, bumps it)."""
+        weight = next(self.map.parameters())
         autocast = torch.get_autocast_dtype(weight.device.type) if torch.is_autocast_enabled(weight.device.type) else None
-        return weight.device, weight.dtype, autocast
+        versions = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        return weight.device, weight.dtype, autocast, versions
 
     def inference_table(self) -> torch.Tensor:
-        """The V x m table of unit outputs, built in chunks of `cache_chunk` ids (bounded peak memory)."""
+        """The V x m table of unit outputs, built in chunks of `cache_chunk` ids (bounded peak memory), and rebuilt
+        when a parameter changed in place since (`_table_context`)."""
         if self.unit is None:
             raise RuntimeError("DefineEmbedding.inference_table: --define-transform none has no unit to tabulate")
         key = self._table_context()
@@ -224,7 +280,10 @@ class DefineEmbedding(nn.Module):
         ids = torch.randperm(self.num_embeddings, device=reduce.weight.device)[:sample]
         if self.padding_idx is not None:
             ids = ids[ids != self.padding_idx]
-        std = self.embed_ids(ids).std() if ids.numel() > 1 else torch.zeros(())
+        e = self.map(ids)
+        if self.map_proj is not None:
+            e = self.map_proj(e)
+        std = self.unit(e).std() if ids.numel() > 1 else torch.zeros(())
         if std > 0:
             if self.config.output_scale == "factor":
                 self.unit.output_scale.fill_(self.embedding_dim ** -0.5 / std)
@@ -238,7 +297,8 @@ class DefineEmbedding(nn.Module):
         """Parameters and multiply-accumulates per token of each part, read off the built modules.
 
         Rows {"part", "group", "weights", "biases", "norm", "params", "macs_per_token"}, group "map" (the Map:
-        table(s), n -> d projection(s), a none-transform's d -> m projection) or "define" (hgt.1 .. hgt.N, reduce).
+        table(s), n -> d projection(s), the control's d -> m projection) or "define" (hgt.1 .. hgt.N and reduce;
+        for the authors' unit input, glt.1 .. glt.N and output; the residual gate).
         MACs count the uncached unit (0 per token with the inference table). For an adaptive Map they are band 0's
         projection (the most frequent tokens; rarer bands cost less).
         """
@@ -257,17 +317,34 @@ class DefineEmbedding(nn.Module):
             rows = [row("map", "map", [self.map], macs=0)]
             if self.map_proj is not None:
                 rows.append(row("map_proj", "map", [self.map_proj]))
-        if self.unit is None:
-            if self.out_proj is not None:
-                rows.append(row("out_proj", "map", [self.out_proj]))
+        if self.out_proj is not None:
+            rows.append(row("out_proj", "map", [self.out_proj]))
+        if isinstance(self.unit, AuthorsDefineUnit):
+            unit = self.unit
+            layers = [("input", unit.input_layer, unit.input_norm)]
+            layers += [(f"glt.{i + 1}", glt, norm) for i, (glt, norm) in enumerate(zip(unit.layers, unit.norms))]
+            layers.append(("output", unit.output_layer, unit.output_norm))
+        elif self.unit is not None:
+            layers = [(f"hgt.{i + 1}", glt, norm) for i, (glt, norm) in enumerate(zip(self.unit.layers, self.unit.norms))]
+            layers.append(("reduce", self.unit.reduce, None))
         else:
-            for i, (glt, norm) in enumerate(zip(self.unit.layers, self.unit.norms)):
-                rows.append(row(f"hgt.{i + 1}", "define", [glt]))
-                rows[-1]["norm"] = sum(p.numel() for p in norm.parameters())
-            rows.append(row("reduce", "define", [self.unit.reduce]))
+            layers = []
+        for part, layer, norm in layers:
+            rows.append(row(part, "define", [layer]))
+            rows[-1]["norm"] = 0 if norm is None else sum(p.numel() for p in norm.parameters())
+        if self.gate is not None:
+            rows.append({"part": "gate", "group": "define", "weights": self.gate.numel(), "biases": 0, "norm": 0,
+                         "macs_per_token": self.gate.numel()})
         for r in rows:
             r["params"] = r["weights"] + r["biases"] + r["norm"]
         return rows
+
+
+def build_unit(cfg: DefineConfig, output_dim: int) -> Optional[nn.Module]:
+    """The unit `--define-transform` names: the paper's (`DefineUnit`), the authors' (`AuthorsDefineUnit`), or None."""
+    if not cfg.has_unit:
+        return None
+    return AuthorsDefineUnit(cfg, output_dim) if cfg.is_authors else DefineUnit(cfg, output_dim)
 
 
 def build_map(num_embeddings: int, padding_idx: Optional[int], cfg: DefineConfig) -> nn.Module:

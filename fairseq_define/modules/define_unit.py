@@ -12,10 +12,10 @@ changes are at the two ends (`GroupLinear.forward_group_major` is the kernel; se
 
 import torch
 import torch.nn as nn
-from torch.nn.utils import parametrize
 
 from fairseq_define.modules.define_config import DefineConfig
 from fairseq_define.modules.group_linear import GroupLinear, from_group_major, regroup, to_group_major
+from fairseq_define.modules.step_scale import scale_steps
 
 ACTIVATIONS = {"none": nn.Identity, "gelu": nn.GELU, "swish": nn.SiLU, "relu": nn.ReLU}
 
@@ -74,13 +74,10 @@ class DefineUnit(nn.Module):
             h = torch.cat([h, e], dim=1)
         return self.reduce(h) * self.output_scale
 
-    def scale_steps(self, scale: float):
-        """Store every parameter p as p / scale and use scale * (stored) in the forward: the function is unchanged,
-        and an optimizer whose step ignores the gradient's scale (Adam) moves the effective weights `scale` times as
-        far. Call once, after the weights are initialised."""
-        targets = [(module, name) for module in self.modules() for name, _ in module.named_parameters(recurse=False)]
-        for module, name in targets:
-            parametrize.register_parametrization(module, name, _Scaled(scale))
+    def scale_steps(self, rule):
+        """Scale the parameters' Adam steps by `rule` (a number c, or "fan-in"); see `step_scale.scale_steps`.
+        Call once, after the weights are initialised."""
+        scale_steps(self, rule, self.input_dim)
 
     def extra_repr(self) -> str:
         return (
@@ -88,16 +85,3 @@ class DefineUnit(nn.Module):
             f"widths={[self.input_dim] + [s.out_features for s in self.specs]} -> {self.output_dim}"
         )
 
-
-class _Scaled(nn.Module):
-    """The parametrization of `DefineUnit.scale_steps`: stored X -> scale * X."""
-
-    def __init__(self, scale: float):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, stored: torch.Tensor) -> torch.Tensor:
-        return stored * self.scale
-
-    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight / self.scale

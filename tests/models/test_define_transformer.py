@@ -182,7 +182,7 @@ def test_diagnosis_row_runs_only_when_named_and_is_scored_on_valid_not_test(mult
         assert rows[0 if choice == "average-last-2" else 1]["bleu"] == round(
             mt_pipeline.score(hypotheses, references)["bleu"], 2)  # scored against the valid references
     trained = torch.load(os.path.join(save_dir, "checkpoint_best.pt"), map_location="cpu", weights_only=False)
-    assert trained["cfg"]["model"]["define_unit_lr_scale"] == 0.3
+    assert float(trained["cfg"]["model"]["define_unit_lr_scale"]) == 0.3
     assert any(".unit." in key and ".parametrizations." in key for key in trained["model"])  # the scaled steps
 
 

@@ -190,3 +190,19 @@ def test_bare_arch_goes_through_base_architecture():
     assert model.decoder.project_out_dim is None  # decoder_output_dim follows --decoder-embed-dim
     assert model.decoder.output_projection.weight.shape == (200, 64)
     assert math.isclose(model.decoder.embed_scale, 8.0)
+
+
+@pytest.mark.parametrize("flags", [["--define-map-dropout", 0.1, "--define-dropout", 0.1],
+                                   ["--define-residual", "--define-unit-lr-scale", "fan-in"]],
+                         ids=["authors-dropouts", "authors-residual-fan-in"])
+def test_authors_unit_trains_reloads_and_scores(wikitext, tmp_path, flags):
+    authors = ["--define-transform", "authors", "--define-max-groups", "2", "--define-activation", "swish"]
+    out = cli.run("train", wikitext, *TRAIN, *authors, *flags, "--max-update", 3, "--save-dir", tmp_path)
+    assert last_update(out.stdout + out.stderr) == 3
+    state = torch.load(tmp_path / "checkpoint_last.pt", map_location="cpu")["model"]
+    assert "decoder.embed_tokens.unit.output_layer.weight" in state or \
+        "decoder.embed_tokens.unit.output_layer.parametrizations.weight.original" in state
+    assert ("decoder.embed_tokens.gate" in state) == ("--define-residual" in flags)
+    out = cli.run("eval_lm", wikitext, "--path", tmp_path / "checkpoint_last.pt", "--tokens-per-sample", 64, "--cpu",
+                  "--gen-subset", "valid", "--max-tokens", 2048)
+    assert float(re.search(r"Perplexity: ([\d.]+)", out.stdout + out.stderr).group(1)) > 1

@@ -448,3 +448,50 @@ def test_modules_import_without_fairseq():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("transform", ["define", "authors"])
+def test_prepared_model_updated_in_eval_mode_is_never_served_a_stale_table(transform):
+    """A hub model (prepared for inference) fine-tuned in the user's own loop without train(): each lookup checks
+    the parameters' version counters, so the next forward after an optimizer step rebuilds the table."""
+    emb = prepared(small(transform=transform, max_groups=2))
+    t = tokens()
+    optimizer = torch.optim.Adam(emb.parameters(), lr=1e-2)
+    emb.embed_ids(t).pow(2).sum().backward()  # a loss with autograd on (the table is bypassed)
+    optimizer.step()
+    with torch.no_grad():
+        after = emb(t)
+        torch.testing.assert_close(after, uncached(emb, t), rtol=0, atol=1e-6)
+        emb.unit.layers[0].weight.mul_(1.5)  # any in-place write through the parameter itself
+        torch.testing.assert_close(emb(t), uncached(emb, t), rtol=0, atol=1e-6)
+    assert emb.cache_nbytes > 0  # still the table path, rebuilt
+
+
+@pytest.mark.parametrize("transform", ["define", "authors"])
+@pytest.mark.parametrize("adaptive,input_dim,m", [(False, None, 16), (False, 32, 24), (True, 24, 24)])
+def test_residual_starts_as_the_control_and_every_unit_tensor_moves(transform, adaptive, input_dim, m):
+    """--define-residual: with the control's Map (and d -> m projection) copied in, the model is the control at
+    init (<= 1e-6); after a few Adam steps every unit tensor and the gate have moved."""
+    sizes = dict(num_embeddings=V, padding_idx=PAD, embedding_dim=m, map_dim=16, input_dim=input_dim,
+                 adaptive_cutoff=(20, 40) if adaptive else None, adaptive_factor=2.0)
+    torch.manual_seed(0)
+    control = DefineEmbedding(transform="none", **sizes)
+    residual = DefineEmbedding(transform=transform, residual=True, expand_dim=64, depth=3, max_groups=2, **sizes)
+    missing = residual.load_state_dict(control.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith(("unit.", "gate")) for k in missing)
+    t = tokens()
+    torch.testing.assert_close(residual(t), control(t), rtol=0, atol=1e-6)
+    before = {n: p.detach().clone() for n, p in residual.named_parameters() if n.startswith(("unit.", "gate"))}
+    optimizer = torch.optim.Adam(residual.parameters(), lr=1e-3)
+    for _ in range(3):
+        optimizer.zero_grad()
+        residual(t).sin().sum().backward()
+        optimizer.step()
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in residual.named_parameters() if n in before}
+    assert all(change > 0 for change in moved.values()), [n for n, c in moved.items() if c == 0]
+    residual.eval()
+    residual.prepare_for_inference()
+    with torch.no_grad():
+        torch.testing.assert_close(residual(t), uncached(residual, t), rtol=0, atol=1e-6)
+    parts = {r["part"]: r["params"] for r in residual.accounting()}
+    assert parts["gate"] == m and sum(p.numel() for p in residual.parameters()) == sum(parts.values())
