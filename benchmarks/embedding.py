@@ -8,7 +8,10 @@ training file in frequency order, as fairseq's dictionary does. Forward + backwa
 transpose in and out of every layer, chunk-wise concatenation for the mixer, no dedupe), (d) the same Map without
 the unit (`transform="none"`: the n-wide table projected to 512, the equal-n control), (e) fairseq's AdaptiveInput
 (dim 512, cutoffs 5000,20000, factor 4), (f) nn.Embedding(V, 512); and inference-mode forward of (g) DefineEmbedding
-with its inference table (after prepare_for_inference) and (h) nn.Embedding.
+with its inference table (after prepare_for_inference) and (h) nn.Embedding; and one decoding step (64 ids, e.g.
+beam 5 x 12 sentences plus padding) of (i) DefineEmbedding with its table, which checks the parameters' version
+counters on every lookup so that it is never stale, against (j) a bare `F.embedding` on the same table: the cost
+of the check.
 """
 
 import copy
@@ -17,6 +20,7 @@ from collections import Counter
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 
 from benchmarks.glt import reference_glt
 from benchmarks.timing import meta, print_table, time_interleaved
@@ -130,6 +134,19 @@ def run(args, device, dtype):
         "embedding": train_step(embedding),
     }
     evaluate = {"define_cached_eval": eval_step(define_eval), "embedding_eval": eval_step(embedding)}
+    step_ids = batches[0][:, :4].reshape(-1, 1)  # [64, 1]: one incremental decoding step
+    with torch.no_grad():
+        define_eval(step_ids)  # builds the table
+        table = define_eval.inference_table()
+
+    def decoding_step(fn):
+        def step():
+            with torch.no_grad():
+                fn(step_ids)
+        return step
+
+    evaluate.update(define_cached_step=decoding_step(define_eval),
+                    bare_table_step=decoding_step(lambda ids: F.embedding(ids, table)))
 
     def advance():
         state["step"] += 1
@@ -147,13 +164,17 @@ def run(args, device, dtype):
 
     rows = [{"name": name, "ms": value, "params": params.get(name, float("nan")),
              "vs_adaptive": value / ms["adaptive_input"] if name in train else float("nan"),
-             "vs_embedding_eval": value / ms["embedding_eval"] if name in evaluate else float("nan")}
+             "vs_embedding_eval": value / ms["embedding_eval"] if name in evaluate and "step" not in name
+             else float("nan")}
             for name, value in ms.items()]
     print(f"WikiText-2 batches of {args.blocks}x{args.block_size} tokens, V={vocab}, "
           f"{unique_per_batch:.0f} unique ids per batch; cache table {define_eval.cache_nbytes / 2**20:.1f} MiB")
     print_table(rows, [("name", "candidate", "{}"), ("ms", "ms", "{:.2f}"), ("params", "params", "{}"),
                        ("vs_adaptive", "/ adaptive", "{:.2f}"), ("vs_embedding_eval", "/ embedding eval", "{:.2f}")])
     print(f"define / reference_define = {ms['define'] / ms['reference_define']:.2f}")
+    print(f"decoding step, table with the staleness check / bare table = "
+          f"{ms['define_cached_step'] / ms['bare_table_step']:.2f} "
+          f"({1000 * (ms['define_cached_step'] - ms['bare_table_step']):.1f} us per lookup)")
     return {
         "meta": dict(meta(device, dtype, args.rounds), vocab=vocab, tokens_per_batch=args.blocks * args.block_size,
                      define=define_args, cache_nbytes=define_eval.cache_nbytes),
@@ -165,5 +186,6 @@ def run(args, device, dtype):
             "define_vs_map_only": ms["define"] / ms["map_only"],
             "define_vs_reference_define": ms["define"] / ms["reference_define"],
             "define_cached_eval_vs_embedding_eval": ms["define_cached_eval"] / ms["embedding_eval"],
+            "define_cached_step_vs_bare_table_step": ms["define_cached_step"] / ms["bare_table_step"],
         },
     }
