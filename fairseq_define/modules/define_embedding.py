@@ -166,7 +166,8 @@ class DefineEmbedding(nn.Module):
 
     def _table_context(self):
         weight = self.unit.reduce.weight
-        autocast = torch.get_autocast_dtype(weight.device.type) if torch.is_autocast_enabled(weight.device.type) else None
+        device_type = weight.device.type
+        autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
         return weight.device, weight.dtype, autocast
 
     def inference_table(self) -> torch.Tensor:
