@@ -1,11 +1,13 @@
 # fairseq_define: set-up, tests, benchmarks and the demo.
-# `make test` and `make demo` install what they need into .venv/ first (idempotent: a second run takes seconds).
+# `make test` and `make demo` install what they need into .venv/ first (idempotent: a second run takes seconds);
+# `make lint` checks the code with ruff (ruff.toml), CI's first step.
 
 PYTHON  ?= python3
 VENV    ?= .venv
 # A GPU user may choose another torch, e.g. TORCH="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"
 TORCH   ?= torch==2.13.0
 FAIRSEQ ?= fairseq-fixed==0.12.3.1
+RUFF_VERSION := 0.17.6
 DATA    ?= ../shared/data/wikitext-2
 BENCH_DIR ?= bench-results
 
@@ -16,7 +18,7 @@ PIN     := $(VENV)/torch-pin.txt
 # Re-install when setup.py or the chosen torch/fairseq change (not on every edit of this Makefile).
 STAMP   := $(VENV)/.installed-$(shell echo '$(TORCH) $(FAIRSEQ)' | md5sum | cut -c1-8)
 
-.PHONY: install test bench demo clean
+.PHONY: install lint test bench demo clean
 
 install: $(STAMP)
 
@@ -26,13 +28,20 @@ $(STAMP): setup.py
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(PIN)
 	$(PIP) install -q -c $(PIN) numpy cython
 	$(PIP) install -q -c $(PIN) --no-build-isolation $(FAIRSEQ)
-	$(PIP) install -q -c $(PIN) sacrebleu sentencepiece pytest matplotlib
+	$(PIP) install -q -c $(PIN) sacrebleu sentencepiece pytest matplotlib ruff==$(RUFF_VERSION)
 	$(PIP) install -q -c $(PIN) --no-build-isolation --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 demo: install
 	$(PY) -m examples.language_model.wikitext2_demo --data $(DATA)
+
+# ruff only (ruff.toml): needs no torch or fairseq, so it runs before the install; an existing .venv/ without the
+# pinned ruff gets it here.
+lint:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m ruff --version 2>/dev/null | grep -qx 'ruff $(RUFF_VERSION)' || $(PIP) install -q ruff==$(RUFF_VERSION)
+	$(PY) -m ruff check .
 
 test: install
 	$(PY) -m pytest -q tests

@@ -101,7 +101,8 @@ def run(args, device, dtype):
     define_eval.eval()
     from fairseq.modules import AdaptiveInput
 
-    adaptive = AdaptiveInput(vocab, PAD, args.embed_dim, 4.0, args.embed_dim, [5000, 20000, vocab], 0, 8).to(device, dtype)
+    adaptive = AdaptiveInput(vocab, PAD, args.embed_dim, 4.0, args.embed_dim, [5000, 20000, vocab], 0, 8)
+    adaptive = adaptive.to(device, dtype)
     embedding = torch.nn.Embedding(vocab, args.embed_dim, padding_idx=PAD).to(device, dtype)
 
     with torch.no_grad():  # the reference must compute the same function

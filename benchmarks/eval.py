@@ -22,7 +22,8 @@ from examples.common import preprocess_wikitext
 
 
 def add_arguments(parser):
-    parser.add_argument("--data", default="../shared/data/wikitext-2", help="folder with wiki.{train,valid,test}.tokens")
+    parser.add_argument("--data", default="../shared/data/wikitext-2",
+                        help="folder with wiki.{train,valid,test}.tokens")
     parser.add_argument("--cache", default="bench-results/wikitext-2-bin", help="where the binarized data is kept")
     parser.add_argument("--map-dim", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=4096)
@@ -50,7 +51,7 @@ def run(args, device, dtype):
 
     inference = {name: load_models(data, [name], device, dtype)[0][name] for name in names}
     table = {}
-    for name, model in inference.items():
+    for model in inference.values():
         model.prepare_for_inference_(argparse.Namespace(generation=argparse.Namespace(beam=1)))  # eval-lm's call
         embedding = model.decoder.embed_tokens
         if getattr(embedding, "unit", None) is not None:

@@ -109,7 +109,8 @@ def run(args, device, dtype):
                 "speedup_group_major_vs_reference": ms["reference"] / ms["ours_group_major"],
                 "fraction_of_dense": (useful_gflop / ms["ours"]) / (dense_gflop / ms["dense"]),
             })
-            print(f"  tokens={tokens} g={groups}: ours {ms['ours']:.2f} ms, reference {ms['reference']:.2f} ms", flush=True)
+            print(f"  tokens={tokens} g={groups}: ours {ms['ours']:.2f} ms, reference {ms['reference']:.2f} ms",
+                  flush=True)
     print_table(rows, COLUMNS)
     return {"meta": meta(device, dtype, args.rounds), "rows": rows}
 

@@ -19,7 +19,8 @@ from fairseq_define.params import build_model
 
 
 def add_arguments(parser):
-    parser.add_argument("--data", default="../shared/data/wikitext-2", help="folder with wiki.{train,valid,test}.tokens")
+    parser.add_argument("--data", default="../shared/data/wikitext-2",
+                        help="folder with wiki.{train,valid,test}.tokens")
     parser.add_argument("--cache", default="bench-results/wikitext-2-bin", help="where the binarized data is kept")
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--map-dims", type=int, nargs="+", default=[256, 64])
@@ -32,7 +33,8 @@ def load_models(data, names, device, dtype):
     models = {}
     for name in names:
         torch.manual_seed(0)
-        flags = [f for f in ROWS[name]["flags"] if f not in ("--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp")]
+        flags = [f for f in ROWS[name]["flags"]
+                 if f not in ("--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp")]
         model, task = build_model(["--data", data, *flags], device="cpu")
         models[name] = model.to(device, dtype)
     return models, task

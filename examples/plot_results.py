@@ -2,7 +2,8 @@
 
     python -m examples.plot_results [--results docs/results] [--out docs]
 
-For each study folder RESULTS/STUDY (`STUDIES`: lm_wikitext2, lm_wikitext2_diagnosis, txl_wikitext2, lstm_wikitext2) with runs NAME/{train.log,result.json}:
+For each study folder RESULTS/STUDY (`STUDIES`: lm_wikitext2, lm_wikitext2_diagnosis, txl_wikitext2, lstm_wikitext2)
+with runs NAME/{train.log,result.json}:
 writes OUT/STUDY_valid_ppl.png (valid perplexity against updates and against training wall time, every run) and
 OUT/STUDY_params.png (parameters split into map, DeFINE, context and output), OUT/STUDY_grad_norms.png (per-part
 gradient norms of the runs that recorded them), and prints the table in Markdown.
@@ -21,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 STUDIES = ("lm_wikitext2", "lm_wikitext2_diagnosis", "txl_wikitext2", "lstm_wikitext2")
 # (the criterions of the bptt_lm studies log nll_loss, ar, tar between loss and ppl; ppl is the NLL's)
-VALID = re.compile(r"^(?:(\S+ \S+) \| INFO \| valid \| |INFO:valid:)epoch \d+ \| valid on 'valid' subset \| loss [\d.]+ \| "
+VALID = re.compile(r"^(?:(\S+ \S+) \| INFO \| valid \| |INFO:valid:)"
+                   r"epoch \d+ \| valid on 'valid' subset \| loss [\d.]+ \| "
                    r"(?:\w+ [\d.]+ \| )*ppl ([\d.]+).*\| num_updates (\d+)")
 START = re.compile(r"^(\S+ \S+) \| INFO \| fairseq_cli.train \| Start iterating over samples")
 

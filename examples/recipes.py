@@ -10,7 +10,8 @@ TIED_ADAPTIVE = [
     "--adaptive-input", "--adaptive-input-cutoff", "5000,20000", "--adaptive-softmax-cutoff", "5000,20000",
     "--tie-adaptive-weights", "--tie-adaptive-proj",
 ]
-SMALL_DEFINE = ["--define-map-dim", "64", "--define-expand-dim", "512", "--define-depth", "3", "--define-max-groups", "4"]
+SMALL_DEFINE = ["--define-map-dim", "64", "--define-expand-dim", "512", "--define-depth", "3",
+                "--define-max-groups", "4"]
 
 SMALL_DEFINE_LM = ["--arch", "define_transformer_lm", *SMALL_LM_CONTEXT, *TIED_ADAPTIVE, *SMALL_DEFINE]
 # A named stock arch resized to the same context (the bare `transformer_lm` skips base_lm_architecture and keeps

@@ -1,6 +1,6 @@
 """Parameter accounting for any registered fairseq architecture, stock or DeFINE.
 
-    fairseq-define-params --arch transformer_lm_wiki103 --vocab-size 267744 --json   # or python -m fairseq_define.params
+    fairseq-define-params --arch transformer_lm_wiki103 --vocab-size 267744 --json  # or python -m fairseq_define.params
     python -m fairseq_define.params --arch define_transformer_lm_wiki103 --data data-bin/wikitext-103
     python -m fairseq_define.params --arch define_transformer_wmt_en_de --vocab-size 32768
 

@@ -52,10 +52,10 @@ def test_grad_norms_records_every_part_during_fairseq_training(tmp_path):
 
     data = cli.wikitext_slice(data_dir("wikitext-2"), str(tmp_path / "wt2"), lines=(300, 30, 30))
     out = tmp_path / "grad_norms.json"
-    log = run([sys.executable, "-m", "examples.language_model.grad_norms", out, data, "--user-dir", cli.PLUGIN, "--task",
-         "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny", "--tokens-per-sample", 32, "--max-tokens",
-         256, "--optimizer", "adam", "--lr", 0.001, "--max-update", 20, "--cpu", "--save-dir", tmp_path / "ckpt",
-         "--no-save"], echo=False).stdout
+    log = run([sys.executable, "-m", "examples.language_model.grad_norms", out, data, "--user-dir", cli.PLUGIN,
+         "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny", "--tokens-per-sample", 32,
+         "--max-tokens", 256, "--optimizer", "adam", "--lr", 0.001, "--max-update", 20, "--cpu",
+         "--save-dir", tmp_path / "ckpt", "--no-save"], echo=False).stdout
     assert "| INFO | train | epoch 001" in log  # fairseq's own log format, which the study's parsers read
     record = json.loads(out.read_text())
     assert record["updates"] == [10, 20]

@@ -21,8 +21,8 @@ Diagnosis rows (`DIAGNOSIS`; run only when named with --only, scored on the vali
 Steps (examples/translation/pipeline.py): joint BPE with sentencepiece on the training text of both languages,
 fairseq-preprocess with a joined dictionary, fairseq-train (`RECIPE`: fairseq's IWSLT recipe scaled to Multi30k,
 epoch checkpoints kept, valid loss and greedy valid BLEU each epoch), then for two checkpoints, the average of the
-last 5 epoch checkpoints and checkpoint_best.pt (lowest valid loss): valid loss (fairseq-validate), fairseq-generate on every
-test2016 sentence (beam 5), sacreBLEU BLEU and chrF with their signatures; each `--test PREFIX` is scored too.
+last 5 epoch checkpoints and checkpoint_best.pt (lowest valid loss): valid loss (fairseq-validate), fairseq-generate on
+every test2016 sentence (beam 5), sacreBLEU BLEU and chrF with their signatures; each `--test PREFIX` is scored too.
 The rows of `PAIRS` are compared with sacreBLEU's paired bootstrap test (1,000 resamples) on their test
 translations.
 

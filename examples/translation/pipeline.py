@@ -79,7 +79,8 @@ def train(data_bin: str, save_dir: str, model_flags: Sequence[str], recipe=RECIP
 
 def last_epoch_checkpoints(save_dir: str, count: int) -> List[str]:
     """The `count` epoch checkpoints (checkpointN.pt) of the highest epochs in `save_dir`, oldest first."""
-    epochs = sorted(int(m.group(1)) for name in os.listdir(save_dir) if (m := re.fullmatch(r"checkpoint(\d+)\.pt", name)))
+    epochs = sorted(int(m.group(1)) for name in os.listdir(save_dir)
+                    if (m := re.fullmatch(r"checkpoint(\d+)\.pt", name)))
     if len(epochs) < count:
         raise FileNotFoundError(f"{save_dir} has {len(epochs)} epoch checkpoints, {count} needed to average (train "
                                 f"without --no-epoch-checkpoints, keeping at least {count}: --keep-last-epochs)")
@@ -98,12 +99,14 @@ def average_checkpoints(paths: Sequence[str], out: str) -> str:
     averaged = states[-1]
     for key, value in averaged["model"].items():
         if value.is_floating_point():
-            averaged["model"][key] = sum(state["model"][key].double() for state in states).div(len(states)).to(value.dtype)
+            total = sum(state["model"][key].double() for state in states)
+            averaged["model"][key] = total.div(len(states)).to(value.dtype)
     torch.save(averaged, out)
     return out
 
 
-def generate(data_bin: str, checkpoint: str, subset: str = "test", beam: int = 5, extra: Sequence[str] = ()) -> List[str]:
+def generate(data_bin: str, checkpoint: str, subset: str = "test", beam: int = 5,
+             extra: Sequence[str] = ()) -> List[str]:
     """Detokenized hypotheses of every sentence of `subset`, in corpus order.
 
     `--required-batch-size-multiple 1`: otherwise fairseq drops a last batch that is not a multiple of 8.

@@ -104,7 +104,8 @@ def main(argv=None):
                                                  os.path.join(save_dir, "checkpoint_avg5.pt"))  # the paper's baselines
     hypotheses = mt_pipeline.generate(data_bin, checkpoint, "test", beam=4, extra=["--lenpen", "0.6"])
     scores = mt_pipeline.score(hypotheses, mt_pipeline.read_lines(os.path.join(raw, "test.de")))
-    print(f"BLEU {scores['bleu']:.2f} ({scores['bleu_signature']})\nchrF {scores['chrf']:.2f} ({scores['chrf_signature']})")
+    print(f"BLEU {scores['bleu']:.2f} ({scores['bleu_signature']})\n"
+          f"chrF {scores['chrf']:.2f} ({scores['chrf_signature']})")
 
 
 if __name__ == "__main__":

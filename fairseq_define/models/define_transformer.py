@@ -107,11 +107,13 @@ class DefineTransformerModel(TransformerModel):
         if safe_getattr(args, "share_all_embeddings", False) and safe_getattr(args, "define_separate_units", False):
             # the one Map table, and a unit of the decoder's own
             embed_tokens = build_define_embedding(args, tgt_dict, args.decoder_embed_dim, shared_map=embed_tokens)
-        tied = safe_getattr(args, "share_all_embeddings", False) or safe_getattr(args, "share_decoder_input_output_embed", False)
+        tied = safe_getattr(args, "share_all_embeddings", False) \
+            or safe_getattr(args, "share_decoder_input_output_embed", False)
         if tied and args.decoder_output_dim != unit_input_dim(args):
             raise ValueError(
                 f"--decoder-output-dim={args.decoder_output_dim} contradicts the output tied to the Map, which "
-                f"scores d={unit_input_dim(args)}-dim states (--define-input-dim / --define-map-dim); drop --decoder-output-dim"
+                f"scores d={unit_input_dim(args)}-dim states (--define-input-dim / --define-map-dim); "
+                f"drop --decoder-output-dim"
             )
         if safe_getattr(args, "decoder_input_dim", args.decoder_embed_dim) != args.decoder_embed_dim:
             raise ValueError(
@@ -129,7 +131,8 @@ def define_translation_defaults(args):
     """define_* defaults, and a decoder output in the Map's d-dim space when the output is tied to the Map."""
     set_define_defaults(args)
     args.define_separate_units = safe_getattr(args, "define_separate_units", False)
-    if safe_getattr(args, "share_all_embeddings", False) or safe_getattr(args, "share_decoder_input_output_embed", False):
+    if safe_getattr(args, "share_all_embeddings", False) \
+            or safe_getattr(args, "share_decoder_input_output_embed", False):
         derive_unset(args, decoder_output_dim=unit_input_dim(args))
 
 

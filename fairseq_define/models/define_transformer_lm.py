@@ -84,7 +84,8 @@ class DefineTransformerLanguageModel(TransformerLanguageModel):
                 )
         if args.share_decoder_input_output_embed and args.adaptive_input:
             raise ValueError(
-                "--share-decoder-input-output-embed needs a lookup Map; with --adaptive-input use --tie-adaptive-weights"
+                "--share-decoder-input-output-embed needs a lookup Map; "
+                "with --adaptive-input use --tie-adaptive-weights"
             )
         if args.decoder_input_dim != args.decoder_embed_dim:
             raise ValueError(
@@ -114,7 +115,8 @@ def define_lm_defaults(args):
     """define_* defaults, and a decoder output in the Map's d-dim space when the output is tied to the Map.
     Call before the stock architecture function, which would set decoder_output_dim = decoder_embed_dim."""
     set_define_defaults(args)
-    if safe_getattr(args, "tie_adaptive_weights", False) or safe_getattr(args, "share_decoder_input_output_embed", False):
+    if safe_getattr(args, "tie_adaptive_weights", False) \
+            or safe_getattr(args, "share_decoder_input_output_embed", False):
         derive_unset(args, decoder_output_dim=unit_input_dim(args))
 
 

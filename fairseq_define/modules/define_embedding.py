@@ -220,7 +220,8 @@ class DefineEmbedding(nn.Module):
         """What the table depends on besides the ids: device, dtype, autocast dtype, and every parameter's storage
         and version counter (an in-place update, e.g. an optimizer step on the prepared model, bumps it)."""
         weight = next(self.map.parameters())
-        autocast = torch.get_autocast_dtype(weight.device.type) if torch.is_autocast_enabled(weight.device.type) else None
+        device_type = weight.device.type
+        autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
         versions = tuple((p.data_ptr(), p._version) for p in self.parameters())
         return weight.device, weight.dtype, autocast, versions
 

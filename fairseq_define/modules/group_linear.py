@@ -53,7 +53,8 @@ class GroupLinear(nn.Module):
     in/g -> out/g linear layer at init.
     """
 
-    def __init__(self, in_features: int, out_features: int, groups: int = 1, bias: bool = True, device=None, dtype=None):
+    def __init__(self, in_features: int, out_features: int, groups: int = 1, bias: bool = True, device=None,
+                 dtype=None):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features), ("groups", groups)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -112,4 +113,5 @@ class GroupLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, groups={self.groups}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, groups={self.groups}, "
+                f"bias={self.bias is not None}")

@@ -72,7 +72,8 @@ def test_transform_none_counts_like_fairseqs_own_model(flags):
 def test_paper_table2_row_shape():
     """n = 64 adaptive lookup projected to d = m = 64 ... the rows of Table 2 differ only by the unit."""
     with_unit = count_parts(build(*ADAPTIVE, "--define-map-dim", 16, "--define-input-dim", 64))
-    without = count_parts(build(*ADAPTIVE, "--define-map-dim", 16, "--define-input-dim", 64, "--define-transform", "none"))
+    without = count_parts(build(*ADAPTIVE, "--define-map-dim", 16, "--define-input-dim", 64,
+                                "--define-transform", "none"))
     assert with_unit["define"] > 0 and without["define"] == 0
     for part in ("map", "context", "output"):
         assert with_unit[part] == without[part]

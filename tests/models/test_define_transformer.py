@@ -144,7 +144,7 @@ def test_interactive_translates_from_the_checkpoint(example_run):
                   os.path.join(example_run.workdir, "define-128", "checkpoint_best.pt"), "--source-lang", "en",
                   "--target-lang", "de", "--beam", 2, "--max-len-b", 10, "--remove-bpe", "sentencepiece", "--cpu",
                   stdin=line + "\n")
-    assert any(l.startswith("H-0\t") for l in out.stdout.splitlines())
+    assert any(line.startswith("H-0\t") for line in out.stdout.splitlines())
 
 
 def test_hub_from_pretrained_translates(example_run):

@@ -18,7 +18,8 @@ TINY = ["--arch", "define_transformer_lm_gpt2_tiny", "--tokens-per-sample", 64]
 TRAIN = TINY + ["--task", "language_modeling", "--max-tokens", 1024, "--optimizer", "adam", "--lr", 0.002,
                 "--log-format", "simple", "--log-interval", 10, "--no-epoch-checkpoints", "--cpu", "--seed", 1]
 ADAPTIVE = ["--adaptive-input", "--adaptive-input-cutoff", "500,2000", "--adaptive-softmax-cutoff", "500,2000",
-            "--tie-adaptive-weights", "--tie-adaptive-proj", "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"]
+            "--tie-adaptive-weights", "--tie-adaptive-proj", "--criterion", "adaptive_loss",
+            "--ddp-backend", "legacy_ddp"]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,8 @@ def test_two_rank_gloo_training(wikitext, tmp_path):
               "--ddp-backend", "legacy_ddp", "--distributed-no-spawn", "--distributed-world-size", 2,
               "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--user-dir", cli.PLUGIN]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    procs = [subprocess.Popen([sys.executable, "-m", "fairseq_cli.train", *map(str, common), "--distributed-rank", str(rank)],
+    procs = [subprocess.Popen([sys.executable, "-m", "fairseq_cli.train", *map(str, common),
+                               "--distributed-rank", str(rank)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for rank in (0, 1)]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
@@ -141,8 +143,8 @@ def test_bad_define_values_give_a_one_line_error_naming_the_flag(wikitext, tmp_p
 
 
 def build(*flags, vocab=200):
-    model, task = build_model(["--arch", "define_transformer_lm_gpt2_tiny", "--vocab-size", str(vocab), *map(str, flags)],
-                              device="cpu")
+    model, task = build_model(["--arch", "define_transformer_lm_gpt2_tiny", "--vocab-size", str(vocab),
+                               *map(str, flags)], device="cpu")
     return model
 
 
@@ -173,7 +175,8 @@ def test_lookup_map_output_is_scored_against_the_map_table():
 
 
 @pytest.mark.parametrize("flags", [["--define-transform", "define"], ["--define-reduce-skip", "--define-dropout", 0.1],
-                                   ["--define-transform", "none"], ["--define-transform", "hgt", "--define-map-dropout", 0.1]],
+                                   ["--define-transform", "none"],
+                                   ["--define-transform", "hgt", "--define-map-dropout", 0.1]],
                          ids=["define", "reduce-skip-dropout", "none", "hgt-map-dropout"])
 def test_unit_options_train_on_real_data(wikitext, tmp_path, flags):
     out = cli.run("train", wikitext, *TRAIN, *flags, "--max-update", 3, "--save-dir", tmp_path)

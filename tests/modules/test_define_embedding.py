@@ -1,4 +1,4 @@
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 import torch
@@ -145,7 +145,7 @@ def test_fairseq_contract_attributes():
     assert adaptive.weights_for_band(1)[0].shape == (20, 8)
     assert not hasattr(adaptive, "weight")
     with pytest.raises(AttributeError, match="the Map is adaptive .*weights_for_band"):
-        adaptive.weight
+        _ = adaptive.weight
 
 
 def test_adaptive_map_pads_zero_and_counts():
@@ -432,7 +432,7 @@ def test_config_is_the_single_source_of_options():
     cfg = DefineConfig(map_dim=64, expand_dim=256)
     emb = DefineEmbedding(V, PAD, 24, config=cfg, depth=2)
     assert emb.config == replace(cfg, depth=2) and len(emb.unit.layers) == 2
-    with pytest.raises(Exception):
+    with pytest.raises(FrozenInstanceError):
         cfg.map_dim = 3  # frozen
     assert DefineConfig.flag("dedupe") == "--define-no-dedupe"
     assert DefineConfig.flag("adaptive_cutoff") == "--adaptive-input-cutoff"

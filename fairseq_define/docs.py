@@ -1,0 +1,322 @@
+"""The generated parts of the documentation: docs/models.md's reference and README.md's results table.
+
+    python -m fairseq_define.docs            # rewrite the generated blocks
+    python -m fairseq_define.docs --check    # exit 1 if a block is out of date (tests/test_docs.py runs this)
+
+- docs/models.md, block `reference`: built from `DefineConfig` (the `--define-*` flags, their defaults, choices and
+  help) and from fairseq's registries once the plugin is loaded (the plugin's models with their architectures and
+  the flags each adds, its tasks, criterions, optimizers and lr schedulers), so a new option or architecture
+  appears by regenerating.
+- README.md, block `results`: the "+ DeFINE / control" table, read from the committed docs/results/*.json
+  (`RESULTS` below says which rows; a new study row is one more entry there).
+
+Only the text between a block's BEGIN and END markers is generated; the prose around it is written by hand.
+"""
+
+import argparse
+import dataclasses
+import enum
+import inspect
+import json
+import os
+import sys
+from typing import Iterable, List
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO_ROOT, "docs", "results")
+
+# README's results table: (model, study, control row, DeFINE row, the paper's figure). Perplexity studies compare
+# test perplexity (ratio), mt_multi30k compares BLEU of the averaged last 5 checkpoints (difference, paired
+# bootstrap p). NEW STUDY ROWS GO HERE (then run `python -m fairseq_define.docs`).
+RESULTS = [
+    ("Transformer LM", "lm_wikitext2", "map-256", "define-256", "0.89x (Table 2), 0.92x (Table 1a)"),
+    ("Transformer LM", "lm_wikitext2", "map-128", "define-128", "0.89x (Table 2), 0.92x (Table 1a)"),
+    ("Transformer LM", "lm_wikitext2", "map-64", "define-64", "0.89x (Table 2), 0.92x (Table 1a)"),
+    ("Transformer-XL", "txl_wikitext2", "map-256", "define-256", "0.86-0.91x (Table 2)"),
+    ("Transformer-XL", "txl_wikitext2", "map-64", "define-64", "0.86-0.91x (Table 2)"),
+    ("AWD-LSTM", "lstm_wikitext2", "adaptive-256", "adaptive-256-define", "0.92x (Table 1a)"),
+    ("Transformer (MT)", "mt_multi30k", "map-128", "define-128",
+     "DeFINE >= the full table, fewer parameters (Table 3, WMT'14)"),
+]
+DATA = {"lm_wikitext2": "WikiText-2", "txl_wikitext2": "WikiText-2", "lstm_wikitext2": "WikiText-2",
+        "mt_multi30k": "Multi30k en-de"}
+
+
+def _marker(name: str):
+    return (f"<!-- BEGIN GENERATED {name} by `python -m fairseq_define.docs`: do not edit by hand -->",
+            f"<!-- END GENERATED {name} -->")
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _show_default(value) -> str:
+    if value is None:
+        return "unset"
+    if value == "???":  # omegaconf's MISSING: a required value (fairseq's positional data directory)
+        return "required"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    return f"`{value}`" if str(value) != "" else "`''`"
+
+
+def _table(header: List[str], rows: Iterable[List[str]]) -> List[str]:
+    rows = list(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def define_flag_rows() -> List[List[str]]:
+    """One row per DefineConfig field: flag, default, values, meaning."""
+    from fairseq_define.modules.define_config import DefineConfig
+
+    rows = []
+    for f in dataclasses.fields(DefineConfig):
+        meta = f.metadata
+        flag = DefineConfig.flag(f.name)
+        help_text = meta["help"]
+        if meta["inverted_flag"]:
+            default, values = "off", ""
+            help_text = f"turns off what is on by default: {help_text}"
+        else:
+            default = _show_default(f.default)
+            values = ", ".join(meta["choices"]) if meta["choices"] else ""
+        if meta["flag"]:
+            help_text += " (the host model's own flag)"
+        rows.append([f"`{flag}`", default, values, help_text])
+    return rows
+
+
+def _field_default(f):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _interpolated(value) -> bool:
+    return isinstance(value, str) and value.startswith("${")
+
+
+def _choices(f) -> str:
+    kind = f.type
+    if inspect.isclass(kind) and issubclass(kind, enum.Enum):
+        return ", ".join(str(m.value) for m in kind)
+    return ""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _option_names(cls) -> set:
+    """The option names (flat, with underscores) of fairseq model `cls`: its parser's flags and its dataclass's
+    fields, nested ones flattened as `--arch transformer` takes them (decoder.input_dim -> decoder_input_dim)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    cls.add_args(parser)
+    names = {option[2:].replace("-", "_") for action in parser._actions for option in action.option_strings}
+    config_class = getattr(cls, "__dataclass", None)
+    for f in dataclasses.fields(config_class) if config_class is not None else ():
+        if inspect.isclass(f.type) and dataclasses.is_dataclass(f.type):
+            names |= {f"{f.name}_{sub.name}" for sub in dataclasses.fields(f.type)}
+        else:
+            names.add(f.name)
+    return names
+
+
+def _registered_base(cls, registry):
+    """The nearest fairseq class in `cls`'s ancestry registered in `registry` (its counterpart: transformer_lm for
+    define_transformer_lm), or None."""
+    registered = {c: name for name, c in registry.items()}
+    for base in inspect.getmro(cls)[1:]:
+        if base in registered and not base.__module__.startswith("fairseq_define"):
+            return registered[base], base
+    return None, None
+
+
+def _own_fields(config_class, exclude: set) -> list:
+    """Fields of a plugin dataclass that fairseq's own base dataclasses do not define, minus `exclude` names."""
+    inherited = set(exclude)
+    for base in inspect.getmro(config_class)[1:]:
+        if dataclasses.is_dataclass(base) and not base.__module__.startswith("fairseq_define"):
+            inherited |= {f.name for f in dataclasses.fields(base)}
+    return [f for f in dataclasses.fields(config_class)
+            if not f.name.startswith("_") and f.name not in inherited and not _interpolated(_field_default(f))]
+
+
+def _flag_rows(fields) -> List[List[str]]:
+    return [[f"`{_flag(f.name)}`", _show_default(_field_default(f)), _choices(f), f.metadata.get("help", "")]
+            for f in fields]
+
+
+def _plugin_items(registry) -> list:
+    return [(name, cls) for name, cls in registry.items() if cls.__module__.startswith("fairseq_define")]
+
+
+def _code(cls) -> str:
+    return f"Code: `{cls.__module__.replace('.', '/')}.py`."
+
+
+def _first_paragraph(doc) -> str:
+    if not doc:
+        return ""
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+
+
+def model_sections() -> List[str]:
+    from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY, MODEL_REGISTRY
+
+    from fairseq_define.models.define_options import DefineEmbeddingConfig
+
+    define_fields = {f.name: f for f in dataclasses.fields(DefineEmbeddingConfig)}
+    lines = []
+    for model_name, model_cls in _plugin_items(MODEL_REGISTRY):
+        config_class = model_cls.__dataclass
+        base_name, base_cls = _registered_base(model_cls, MODEL_REGISTRY)
+        lines += ["", f"### `--arch {model_name}`", ""]
+        lines += [" ".join(filter(None, [_first_paragraph(model_cls.__doc__), _code(model_cls)])), ""]
+        archs = [a for a, m in ARCH_MODEL_REGISTRY.items() if m is model_cls]
+        lines += _table(["`--arch`", "what it sets"], (
+            [f"`{a}`", _first_paragraph(ARCH_CONFIG_REGISTRY[a].__doc__) or "the model's defaults (below)"]
+            for a in archs))
+        exclude = set(define_fields)
+        if base_cls is not None:  # fairseq's own flags of the counterpart model are not repeated
+            exclude |= _option_names(base_cls)
+        own = _own_fields(config_class, exclude)
+        changed = [f for f in dataclasses.fields(config_class) if f.name in define_fields
+                   and _field_default(f) != _field_default(define_fields[f.name])]
+        lines.append("")
+        if base_cls is not None:
+            lines.append(f"Every flag of fairseq's `{base_name}` works; the model adds the `--define-*` flags"
+                         + (" and:" if own else "."))
+        else:
+            lines.append("Its flags (besides the `--define-*` flags):" if own else "Only the `--define-*` flags.")
+        if own:
+            lines += [""] + _table(["flag", "default", "values", "meaning"], _flag_rows(own))
+        if changed:
+            lines += ["", "`--define-*` defaults of this model that differ from the table above: "
+                      + ", ".join(f"`{_flag(f.name)}` {_show_default(_field_default(f))}" for f in changed) + "."]
+    return lines
+
+
+def component_sections() -> List[str]:
+    from fairseq.criterions import CRITERION_DATACLASS_REGISTRY, CRITERION_REGISTRY
+    from fairseq.optim import OPTIMIZER_DATACLASS_REGISTRY, OPTIMIZER_REGISTRY
+    from fairseq.optim.lr_scheduler import LR_SCHEDULER_DATACLASS_REGISTRY, LR_SCHEDULER_REGISTRY
+    from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
+
+    kinds = [("Task", "--task", TASK_REGISTRY, TASK_DATACLASS_REGISTRY),
+             ("Criterion", "--criterion", CRITERION_REGISTRY, CRITERION_DATACLASS_REGISTRY),
+             ("Optimizer", "--optimizer", OPTIMIZER_REGISTRY, OPTIMIZER_DATACLASS_REGISTRY),
+             ("LR scheduler", "--lr-scheduler", LR_SCHEDULER_REGISTRY, LR_SCHEDULER_DATACLASS_REGISTRY)]
+    lines = []
+    for kind, option, registry, dataclasses_of in kinds:
+        for name, cls in _plugin_items(registry):
+            lines += ["", f"### {kind} `{option} {name}`", ""]
+            lines += [" ".join(filter(None, [_first_paragraph(cls.__doc__), _code(cls)])), ""]
+            config_class = dataclasses_of.get(name)
+            own = _own_fields(config_class, set()) if config_class is not None else []
+            if own:
+                lines += _table(["flag", "default", "values", "meaning"], _flag_rows(own))
+            else:
+                lines.append("No flags of its own.")
+    return lines
+
+
+def _study(name: str) -> dict:
+    with open(os.path.join(RESULTS_DIR, f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _row(study: dict, name: str) -> dict:
+    rows = [r for r in study["rows"] if r["name"] == name and r.get("checkpoint", "average-last-5") == "average-last-5"]
+    if len(rows) != 1:
+        raise ValueError(f"{len(rows)} rows named {name!r}")
+    return rows[0]
+
+
+def render_results() -> str:
+    """README's table: every RESULTS entry, read from docs/results/STUDY.json."""
+    rows = []
+    for model, name, control_name, define_name, paper in RESULTS:
+        study = _study(name)
+        control, define = _row(study, control_name), _row(study, define_name)
+        budget = f"{DATA[name]}, {define['updates']:,} updates"
+        if "bleu" in define:
+            test = next(t for t in study["paired_bootstrap"] if t["system"] == define_name
+                        and t["control"] == control_name and t["checkpoint"] == "average-last-5")
+            rows.append([model, budget, f"{define['n']}", f"`{control_name}` BLEU {control['bleu']:.2f}",
+                         f"`{define_name}` {define['bleu']:.2f}",
+                         f"**{test['bleu_delta']:+.2f} BLEU** (p = {test['bleu_p']:.3f})", paper])
+        else:
+            rows.append([model, budget, f"{define['n']}", f"`{control_name}` {control['test_ppl']:.2f}",
+                         f"`{define_name}` {define['test_ppl']:.2f}",
+                         f"**{define['test_ppl'] / control['test_ppl']:.3f}x**", paper])
+    begin, end = _marker("results")
+    header = ["model", "data, budget", "n", "control (test ppl / BLEU)", "+ DeFINE", "+ DeFINE / control", "paper"]
+    return "\n".join([begin] + _table(header, rows) + [end])
+
+
+def render_reference() -> str:
+    """docs/models.md's reference block, markers included."""
+    import fairseq_define.plugin  # noqa: F401  (registers the models, tasks, criterions, optimizers)
+
+    begin, end = _marker("reference")
+    lines = [begin, "", "### The `--define-*` flags (`DefineConfig`)", "",
+             "Every DeFINE model takes them; `fairseq_define.modules.DefineConfig` has the same options as fields.",
+             ""]
+    lines += _table(["flag", "default", "values", "meaning"], define_flag_rows())
+    lines += model_sections()
+    lines += component_sections()
+    lines += ["", end]
+    return "\n".join(lines)
+
+
+BLOCKS = [("docs/models.md", "reference", render_reference), ("README.md", "results", render_results)]
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    begin, end = _marker(name)
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"the markers of block {name!r} are missing: {begin!r} ... {end!r}")
+    return text[:start] + block + text[stop + len(end):]
+
+
+def updated_files(root: str = REPO_ROOT) -> dict:
+    """{path: (current text, generated text)} for every file with a generated block."""
+    files = {}
+    for relative, name, render in BLOCKS:
+        path = os.path.join(root, relative)
+        current = files[path][0] if path in files else open(path, encoding="utf-8").read()
+        previous = files[path][1] if path in files else current
+        files[path] = (current, replace_block(previous, name, render()))
+    return files
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fairseq_define.docs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only check: exit 1 if a block is out of date")
+    args = parser.parse_args(argv)
+    stale = 0
+    for path, (current, generated) in updated_files().items():
+        relative = os.path.relpath(path, REPO_ROOT)
+        if generated == current:
+            print(f"{relative} is up to date")
+        elif args.check:
+            print(f"{relative} is out of date: run `python -m fairseq_define.docs`", file=sys.stderr)
+            stale += 1
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(generated)
+            print(f"wrote {relative}")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
