@@ -3,13 +3,13 @@
     fairseq-define-params --arch transformer_lm_wiki103 --vocab-size 267744 --json  # or python -m fairseq_define.params
     python -m fairseq_define.params --arch define_transformer_lm_wiki103 --data data-bin/wikitext-103
     python -m fairseq_define.params --arch define_transformer_wmt_en_de --vocab-size 32768
-
     python -m fairseq_define.params --arch define_transformer_lm_gpt2_tiny --vocab-size 1000 --layers
 
 Takes fairseq-train's model flags (`--decoder-layers 4`, `--define-map-dim 64`, ...); `--layers` also lists every
-DeFINE embedding's layers (weights, biases, norm parameters and MACs per token of each, `DefineEmbedding.accounting`). The vocabulary comes from
-the dictionaries in `--data DIR` or is `--vocab-size V` symbols (fairseq's 4 specials included). The model is
-built on the meta device, so even full-size models are counted in seconds without allocating their weights.
+DeFINE embedding's layers (weights, biases, norm parameters and MACs per token of each: `DefineEmbedding.accounting`).
+The vocabulary comes from the dictionaries in `--data DIR` or is `--vocab-size V` symbols (fairseq's 4 specials
+included). The model is built on the meta device, so even full-size models are counted in seconds without
+allocating their weights.
 
 Parts: map = the input embedding without the DeFINE unit (for stock models the whole embedding, AdaptiveInput
 included, plus any input projection); define = the DeFINE units; context = everything between input and output

@@ -150,6 +150,11 @@ def check_module(module, args):
     assert importlib.util.find_spec(module) is not None, f"no module {module}"
     if module == "pytest":
         return
+    if module == "fairseq_define.params":  # takes fairseq-train's model flags: build the model they describe
+        from fairseq_define.params import build_model
+
+        build_model([a for a in args if a not in ("--json", "--layers")], device="meta")
+        return
     help_text = module_help(module)
     missing = [f for f in _flags(args) if not _has_flag(help_text, f)]
     if missing and args and not args[0].startswith("-"):  # a subcommand: python -m benchmarks glt --json ...

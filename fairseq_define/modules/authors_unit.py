@@ -92,7 +92,8 @@ class AuthorsDefineUnit(nn.Module):
         if not config.is_authors:
             raise ValueError(f"AuthorsDefineUnit needs {config.flag('transform')}=authors, got {config.transform}")
         if not isinstance(output_dim, int) or output_dim < 2:
-            raise ValueError(f"output_dim={output_dim!r} must be an integer >= 2 (the authors' unit projects to m // 2)")
+            raise ValueError(f"output_dim={output_dim!r} must be an integer >= 2 (the authors' unit projects to "
+                             f"m // 2)")
         self.input_dim, self.expand_dim, self.output_dim = config.unit_input_dim, config.expand_dim, output_dim
         self.proj_dim = output_dim // 2
         self.specs = authors_layers(config, output_dim)

@@ -326,7 +326,8 @@ class DefineEmbedding(nn.Module):
             layers += [(f"glt.{i + 1}", glt, norm) for i, (glt, norm) in enumerate(zip(unit.layers, unit.norms))]
             layers.append(("output", unit.output_layer, unit.output_norm))
         elif self.unit is not None:
-            layers = [(f"hgt.{i + 1}", glt, norm) for i, (glt, norm) in enumerate(zip(self.unit.layers, self.unit.norms))]
+            layers = [(f"hgt.{i + 1}", glt, norm)
+                      for i, (glt, norm) in enumerate(zip(self.unit.layers, self.unit.norms))]
             layers.append(("reduce", self.unit.reduce, None))
         else:
             layers = []
