@@ -129,6 +129,8 @@ class DefineConfig:
         object.__setattr__(self, "unit_lr_scale", self._parse_step_scale(self.unit_lr_scale))
         if self.adaptive_factor <= 0:
             raise self.error("adaptive_factor", "must be positive")
+        if self.residual and not self.has_unit:
+            raise self.error("residual", f"adds a unit to the control's path; {self.flag('transform')}=none has none")
         if self.is_authors:
             self._check_authors()
         elif self.has_unit:
@@ -151,12 +153,14 @@ class DefineConfig:
         what would make their code exit: the rest depends on m and is checked by `authors_unit.authors_layers`."""
         d, d_name = self.unit_input_dim, "map_dim" if self.input_dim is None else "input_dim"
         if self.depth < 2:
-            raise self.error("depth", "must be >= 2 with --define-transform authors (its last GLT layer maps to m)")
+            raise self.error("depth", f"must be >= 2 with {self.flag('transform')}=authors (its last GLT layer maps "
+                                      f"to m)")
         if d % 2:
-            raise self.error(d_name, "must be even with --define-transform authors (the authors' unit asserts it)")
+            raise self.error(d_name, f"must be even with {self.flag('transform')}=authors (the authors' unit asserts "
+                                     f"it)")
         if d % self.max_groups:
             raise self.error(d_name, f"must be divisible by {self.flag('max_groups')}={self.max_groups} with "
-                                     f"--define-transform authors (the authors' unit asserts it)")
+                                     f"{self.flag('transform')}=authors (the authors' unit asserts it)")
 
     def schedule(self) -> List[HGTLayerSpec]:
         """Widths and groups of the N Expand layers (spec §1.2), with every divisibility rule checked.

@@ -191,7 +191,7 @@ def test_locked_map_dropout_is_one_mask_per_sequence_and_dedupe_keeps_it():
 @pytest.mark.parametrize(
     "options,m,match",
     [
-        (dict(depth=1), 32, "--define-depth=1 must be >= 2 with --define-transform authors"),
+        (dict(depth=1), 32, "--define-depth=1 must be >= 2 with --define-transform=authors"),
         (dict(map_dim=15, max_groups=1), 32, "--define-map-dim=15 must be even"),
         (dict(map_dim=24, max_groups=16), 32, "--define-map-dim=24 must be divisible by --define-max-groups=16"),
         (dict(map_dim=16, input_dim=20, max_groups=8), 32, "--define-input-dim=20 must be divisible by"),
@@ -212,3 +212,9 @@ def test_configurations_the_authors_code_rejects_raise_one_line_errors(options, 
 def test_non_power_of_two_cap_is_accepted_as_by_the_authors():
     unit = AuthorsDefineUnit(authors_config(48, 256, 3, 12), 64)
     assert [s.groups for s in unit.specs] == [4, 2, 1]
+
+
+def test_residual_without_a_unit_is_an_error():
+    with pytest.raises(ValueError, match="--define-residual=True adds a unit to the control's path; "
+                                         "--define-transform=none has none"):
+        DefineConfig(transform="none", residual=True)
