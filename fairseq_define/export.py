@@ -311,8 +311,15 @@ def export_checkpoint(path: str, out: str, data: Optional[str] = None) -> dict:
         model_state["decoder.embed_tokens.weight"] = model_state["encoder.embed_tokens.weight"]
     checkpoint = stock_checkpoint(state, cfg, model_cfg, model_state)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    torch.save(checkpoint, out)
-    torch.load(out, map_location="cpu", weights_only=True)  # what stock fairseq does on torch >= 2.6
+    partial = out + ".partial"
+    torch.save(checkpoint, partial)
+    try:
+        torch.load(partial, map_location="cpu", weights_only=True)  # what stock fairseq does on torch >= 2.6
+    except Exception as e:
+        os.remove(partial)
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"the checkpoint would not load in stock fairseq (torch weights-only): {first_line}")
+    os.replace(partial, out)
     (params_in, bytes_in), (params_out, bytes_out) = count(model), count(stock)
     report.update(
         source_arch=cfg["model"].get("_name"), max_logprob_difference=difference,

@@ -257,3 +257,17 @@ def test_adaptive_band_narrower_in_stock_fairseq_is_an_error_naming_it(tmp_path)
                         "--define-input-dim", 16)  # band 1: 32 // 4 = 8 wide; stock: d // 4 = 4
     with pytest.raises(export.ExportError, match=r"adaptive softmax band 1 is 8 wide; .* = 4 wide"):
         export.untied_adaptive_softmax(model.decoder.adaptive_softmax, 4.0)
+
+
+@pytest.mark.parametrize("tie_proj", [True, False])
+def test_tied_adaptive_softmax_with_d_ne_n_becomes_an_untied_one_with_the_same_outputs(tmp_path, tie_proj):
+    model, model_cfg, task = built(tmp_path, "--adaptive-input", "--adaptive-input-cutoff", "50,100",
+                                   "--adaptive-softmax-cutoff", "50,100", "--tie-adaptive-weights",
+                                   *(["--tie-adaptive-proj"] if tie_proj else []), "--define-map-dim", 32,
+                                   "--define-input-dim", 48)  # head: d -> n projection; tails 8, 2 wide -> 12, 3
+    stock, cfg, report = export.export_model(model, model_cfg, task)
+    softmax = stock.decoder.adaptive_softmax
+    assert type(softmax.head) is torch.nn.Linear and softmax.head.weight.shape == (52, 48)
+    assert [tuple(t[0].weight.shape) for t in softmax.tail] == [(12, 48), (3, 48)]
+    assert not cfg["tie_adaptive_weights"] and not cfg["adaptive_input"] and cfg["decoder_output_dim"] == 48
+    assert export.max_logprob_difference(model, stock, 300) < 1e-5
