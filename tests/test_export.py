@@ -114,7 +114,7 @@ def multi30k(tmp_path_factory):
     return binary, [line for line in first_lines(root / "test.de", 5)]
 
 
-def export_lm(wikitext, tmp_path_factory, flags):
+def trained_lm(wikitext, tmp_path_factory, flags):
     from types import SimpleNamespace
 
     root = tmp_path_factory.mktemp("lm")
@@ -124,7 +124,7 @@ def export_lm(wikitext, tmp_path_factory, flags):
 
 @pytest.fixture(scope="module", params=["adaptive", "lookup-d-ne-n"])
 def lm(request, wikitext, tmp_path_factory):
-    return export_lm(wikitext, tmp_path_factory, ADAPTIVE if request.param == "adaptive" else LOOKUP_D_NE_N)
+    return trained_lm(wikitext, tmp_path_factory, ADAPTIVE if request.param == "adaptive" else LOOKUP_D_NE_N)
 
 
 def plugin_hub_scores(hub_class, checkpoint, data, sentences):
