@@ -190,8 +190,9 @@ def export_model(model: nn.Module, model_cfg: dict, task) -> Tuple[nn.Module, di
     elif isinstance(model, DefineTransformerModel):
         kind, sides = "translation", {"encoder": model.encoder, "decoder": model.decoder}
     else:
-        raise ExportError(f"{type(model).__name__} has no stock fairseq twin; fairseq-define-export takes "
-                          f"define_transformer_lm* and define_transformer* checkpoints")
+        what = "has no stock fairseq twin" if type(model).__module__.startswith("fairseq_define") else "is not DeFINE"
+        raise ExportError(f"{type(model).__name__} {what}; fairseq-define-export takes define_transformer_lm* and "
+                          f"define_transformer* checkpoints")
     cfg = stock_model_config(model_cfg, kind)
     tables, no_scale, notes = input_tables(sides)
     decoder_state, out_dim, output_note = output_layer(model.decoder, float(cfg.get("adaptive_softmax_factor", 4.0)))
