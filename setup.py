@@ -40,5 +40,6 @@ setup(
     python_requires=">=3.11",  # what CI tests (fairseq-fixed 0.12.3.1, torch 2.13); README.md says the same
     install_requires=[],
     extras_require={"examples": ["sacrebleu", "sentencepiece", "matplotlib"]},
-    entry_points={"console_scripts": ["fairseq-define-params = fairseq_define.params:main"]},
+    entry_points={"console_scripts": ["fairseq-define-params = fairseq_define.params:main",
+                                    "fairseq-define-export = fairseq_define.export:main"]},
 )

@@ -7,7 +7,9 @@ and context). `validation` is what fairseq-train's validation does per batch (mo
 valid_step with the adaptive loss) over the whole valid split: DeFINE runs its unit on each batch's unique ids.
 `eval_lm` is fairseq-eval-lm's path: prepare_for_inference_ (which arms DeFINE's inference table), then fairseq's
 SequenceScorer over the whole split (128-token blocks): DeFINE looks its outputs up. The table's build time and
-bytes are reported on their own. Passes are interleaved; targets: define / map <= 1.05 for both.
+bytes are reported on their own. `eval_lm exported-n` is the same pass over the stock fairseq model that
+fairseq-define-export makes of define-n (docs/export.md): an nn.Embedding(V, m) of the unit's outputs, no plugin
+code in the forward. Passes are interleaved; targets: define / map <= 1.05 for both, exported / map <= 1.05.
 """
 
 import argparse
@@ -16,9 +18,11 @@ import time
 
 import torch
 
-from benchmarks.lm import batches_of, load_models
+from benchmarks.lm import batches_of, load_models, row_flags
 from benchmarks.timing import meta, print_table, synchronize, time_interleaved
 from examples.common import preprocess_wikitext
+from fairseq_define.export import export_model, max_logprob_difference
+from fairseq_define.params import build_model_and_config
 
 
 def add_arguments(parser):
@@ -61,6 +65,8 @@ def run(args, device, dtype):
                 embedding.inference_table()
             synchronize(device)
             table = {"build_ms": (time.perf_counter() - start) * 1e3, "nbytes": embedding.cache_nbytes}
+    stock = exported(inference[names[0]], names[0], data, device, dtype)
+    stock.prepare_for_inference_(argparse.Namespace(generation=argparse.Namespace(beam=1)))
     scorer = SequenceScorer(task.target_dictionary)
 
     def eval_lm(model):
@@ -72,14 +78,32 @@ def run(args, device, dtype):
 
     candidates = {f"validation {name}": validation(models[name]) for name in names}
     candidates.update({f"eval_lm {name}": eval_lm(inference[name]) for name in names})
+    exported_name = f"exported-{args.map_dim}"
+    candidates[f"eval_lm {exported_name}"] = eval_lm(stock)
     ms = time_interleaved(candidates, device, rounds=args.rounds, warmup=1)
     define, control = names
     ratios = {"validation": ms[f"validation {define}"] / ms[f"validation {control}"],
-              "eval_lm": ms[f"eval_lm {define}"] / ms[f"eval_lm {control}"]}
+              "eval_lm": ms[f"eval_lm {define}"] / ms[f"eval_lm {control}"],
+              "eval_lm_exported_vs_map": ms[f"eval_lm {exported_name}"] / ms[f"eval_lm {control}"],
+              "eval_lm_exported_vs_define": ms[f"eval_lm {exported_name}"] / ms[f"eval_lm {define}"]}
     rows = [{"pass": key, "ms": value, "tokens_per_s": tokens / (value / 1e3)} for key, value in ms.items()]
     print(f"WikiText-2 valid: {len(batches)} batches, {tokens} tokens")
     print_table(rows, [("pass", "pass", "{}"), ("ms", "ms", "{:.0f}"), ("tokens_per_s", "tokens/s", "{:.0f}")])
     print(f"define / map: validation {ratios['validation']:.3f}, eval-lm {ratios['eval_lm']:.3f}; inference table "
           f"built in {table['build_ms']:.0f} ms, {table['nbytes'] / 2**20:.1f} MiB")
-    return {"meta": dict(meta(device, dtype, args.rounds), tokens=tokens, batches=len(batches), models=names),
+    print(f"eval-lm exported / map {ratios['eval_lm_exported_vs_map']:.3f}, exported / define (table) "
+          f"{ratios['eval_lm_exported_vs_define']:.3f}")
+    return {"meta": dict(meta(device, dtype, args.rounds), tokens=tokens, batches=len(batches),
+                         models=names + [exported_name]),
             "ms": ms, "ratios": ratios, "inference_table": table}
+
+
+def exported(model, name, data, device, dtype):
+    """The stock fairseq model that fairseq-define-export makes of `model`, the study's row `name`, checked equal."""
+    _, task, model_cfg = build_model_and_config(["--data", data, *row_flags(name)], device="meta")
+    stock, _, _ = export_model(model, model_cfg, task)
+    stock = stock.to(device, dtype).eval()
+    difference = max_logprob_difference(model, stock, len(task.target_dictionary))
+    if not difference <= 1e-3:
+        raise RuntimeError(f"exported {name} differs from the original by {difference:.3g} in log-probability")
+    return stock

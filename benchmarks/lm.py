@@ -28,14 +28,17 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed call")
 
 
+def row_flags(name):
+    """The model flags of the study's row `name` (without its training-only flags)."""
+    return [f for f in ROWS[name]["flags"] if f not in ("--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp")]
+
+
 def load_models(data, names, device, dtype):
     """{name: model} of the study's rows, and their task."""
     models = {}
     for name in names:
         torch.manual_seed(0)
-        flags = [f for f in ROWS[name]["flags"]
-                 if f not in ("--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp")]
-        model, task = build_model(["--data", data, *flags], device="cpu")
+        model, task = build_model(["--data", data, *row_flags(name)], device="cpu")
         models[name] = model.to(device, dtype)
     return models, task
 

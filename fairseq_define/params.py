@@ -63,6 +63,12 @@ def _write_dictionary(path: str, vocab_size: int):
 
 def build_model(argv, device="meta"):
     """Build the model (and its task) that `fairseq-train DATA <argv>` would build, on `device`."""
+    model, task, _ = build_model_and_config(argv, device)
+    return model, task
+
+
+def build_model_and_config(argv, device="meta"):
+    """(model, task, cfg.model as a plain dict, as a checkpoint holds it) of `fairseq-train DATA <argv>`."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--data")
     pre.add_argument("--vocab-size", type=int)
@@ -71,6 +77,8 @@ def build_model(argv, device="meta"):
     known, rest = pre.parse_known_args(argv)
     if (known.data is None) == (known.vocab_size is None):
         raise SystemExit("give exactly one of --data DIR or --vocab-size V")
+
+    from omegaconf import OmegaConf
 
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -99,7 +107,8 @@ def build_model(argv, device="meta"):
         cfg = convert_namespace_to_omegaconf(args)
         fairseq_task = tasks.setup_task(cfg.task)
         with torch.device(device):
-            return fairseq_task.build_model(cfg.model), fairseq_task
+            model = fairseq_task.build_model(cfg.model)
+        return model, fairseq_task, OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
 
 
 def main(argv=None):

@@ -46,6 +46,8 @@ def test_eval_bench_reports_both_passes_and_the_table(tmp_path):
     main(["eval", "--data", data_dir("wikitext-2"), "--cache", str(tmp_path / "bin"), "--map-dim", "64",
           "--max-tokens", "512", "--batches", "2", "--rounds", "1", "--json", str(path)])
     result = json.loads(path.read_text())
-    assert set(result["ratios"]) == {"validation", "eval_lm"}
+    assert set(result["ratios"]) == {"validation", "eval_lm", "eval_lm_exported_vs_map", "eval_lm_exported_vs_define"}
+    assert set(result["ms"]) == {f"{p} {m}-64" for p in ("validation", "eval_lm") for m in ("define", "map")} | {
+        "eval_lm exported-64"}  # the stock model that fairseq-define-export makes of define-64
     vocab = sum(1 for _ in open(tmp_path / "bin" / "dict.txt")) + 4  # fairseq's 4 special symbols
     assert result["inference_table"]["nbytes"] == vocab * 256 * 4  # V x m float32
