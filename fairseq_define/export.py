@@ -119,7 +119,8 @@ def output_layer(decoder: nn.Module, factor: float) -> Tuple[Dict[str, torch.Ten
         state = untied_adaptive_softmax(decoder.adaptive_softmax, factor)
         out_dim, what = decoder.adaptive_softmax.input_dim, "adaptive softmax -> fairseq's untied AdaptiveSoftmax"
         if project is None and out_dim != m:
-            raise ExportError(f"adaptive softmax reads {out_dim}-dim states from an {m}-dim decoder without a projection")
+            raise ExportError(f"adaptive softmax reads {out_dim}-dim states from an {m}-dim decoder without a "
+                              f"projection")
         if project is not None and out_dim == m:
             raise ExportError("project_out_dim in front of an adaptive softmax of the model's width is not expressible")
     else:
@@ -319,7 +320,7 @@ def export_checkpoint(path: str, out: str, data: Optional[str] = None) -> dict:
     except Exception as e:
         os.remove(partial)
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"the checkpoint would not load in stock fairseq (torch weights-only): {first_line}")
+        raise ExportError(f"the checkpoint would not load in stock fairseq (torch weights-only): {first_line}") from e
     os.replace(partial, out)
     (params_in, bytes_in), (params_out, bytes_out) = count(model), count(stock)
     report.update(
@@ -359,7 +360,7 @@ def main(argv=None):
     try:
         report = export_checkpoint(args.checkpoint, args.out, args.data)
     except ExportError as e:
-        raise SystemExit(f"fairseq-define-export: {e}")
+        raise SystemExit(f"fairseq-define-export: {e}") from None
     print(json.dumps(report) if args.json else describe(report))
     return report
 

@@ -20,7 +20,8 @@ LM = ["--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny"
 TRAIN = ["--max-tokens", 1024, "--optimizer", "adam", "--lr", 0.003, "--log-format", "simple", "--cpu", "--seed", 1,
          "--no-epoch-checkpoints", "--no-save-optimizer-state", "--disable-validation", "--max-update", 8]
 ADAPTIVE = ["--adaptive-input", "--adaptive-input-cutoff", "500,2000", "--adaptive-softmax-cutoff", "500,2000",
-            "--tie-adaptive-weights", "--tie-adaptive-proj", "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"]
+            "--tie-adaptive-weights", "--tie-adaptive-proj", "--criterion", "adaptive_loss",
+            "--ddp-backend", "legacy_ddp"]
 LOOKUP_D_NE_N = ["--define-map-dim", 32, "--define-input-dim", 48]  # scored against the Map through P^T
 MT = ["--task", "translation", "--arch", "define_transformer_tiny", "--share-all-embeddings", "--define-map-dim", 32,
       "--define-input-dim", 64, "--define-expand-dim", 128, "--encoder-layers", 1, "--decoder-layers", 1,
@@ -146,7 +147,8 @@ def test_lm_export_runs_in_stock_fairseq_with_the_same_perplexity_and_scores(lm,
     state = torch.load(out, map_location="cpu", weights_only=True)  # what stock fairseq's loader does
     assert state["cfg"]["model"]["_name"] == "transformer_lm_gpt2_tiny" and state["cfg"]["common"]["user_dir"] is None
     assert not any(k.startswith("define_") for k in state["cfg"]["model"])
-    assert state["model"]["decoder.embed_tokens.weight"].shape == (len(open(os.path.join(wikitext, "dict.txt")).readlines()) + 4, 64)
+    vocab = len(open(os.path.join(wikitext, "dict.txt")).readlines()) + 4
+    assert state["model"]["decoder.embed_tokens.weight"].shape == (vocab, 64)
     assert not any(".unit." in k or ".map." in k for k in state["model"])
 
     flags = ["--tokens-per-sample", 64, "--cpu", "--gen-subset", "test", "--max-tokens", 2048]
@@ -159,7 +161,8 @@ def test_lm_export_runs_in_stock_fairseq_with_the_same_perplexity_and_scores(lm,
     sentences = [" ".join(line.split()[:40]) for line in first_lines(os.path.join(os.path.dirname(wikitext), "raw",
                                                                                  "valid.txt"), 5)]  # < 64 tokens
     scores = os.path.join(lm.root, "stock_scores.pt")
-    stock(lm.root, "-c", NUMPY_COMPAT + "import torch\nfrom fairseq.models.transformer_lm import TransformerLanguageModel as M\n"
+    stock(lm.root, "-c", NUMPY_COMPAT + "import torch\n"
+          "from fairseq.models.transformer_lm import TransformerLanguageModel as M\n"
           f"lm = M.from_pretrained({os.path.dirname(out)!r}, 'exported.pt', data_name_or_path={wikitext!r}).eval()\n"
           f"torch.save([lm.score(s)['positional_scores'] for s in {sentences!r}], {scores!r})")
     expected = plugin_hub_scores(TransformerLanguageModel, lm.checkpoint, wikitext, sentences)
