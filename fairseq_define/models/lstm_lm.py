@@ -54,7 +54,7 @@ from fairseq.utils import safe_getattr
 from fairseq_define.models.define_options import DefineEmbeddingConfig, build_define_embedding, set_dataclass_defaults
 from fairseq_define.modules.awd_lstm import LSTMStack, embedding_type_dropout
 from fairseq_define.modules.define_embedding import DefineEmbedding
-from fairseq_define.tasks.bptt_lm import StreamStateMixin
+from fairseq_define.modules.stream_state import StreamStateMixin
 
 MAX_POSITIONS = 1_000_000  # an LSTM has no position limit; fairseq wants a number
 

@@ -60,13 +60,9 @@ from fairseq_define.models.define_options import (
     set_dataclass_defaults,
 )
 from fairseq_define.modules.define_embedding import DefineEmbedding
+from fairseq_define.modules.stream_state import StreamStateMixin
 from fairseq_define.modules.tied_adaptive_softmax import TiedAdaptiveLogSoftmax
 from fairseq_define.modules.transformer_xl import TransformerXLDecoderStack
-from fairseq_define.tasks.bptt_lm import StreamStateMixin
-
-# The criterion that goes with this model; importing it here registers it wherever the model is registered
-# (fairseq's --user-dir auto-imports models/*, not criterions/*).
-from fairseq_define.criterions import bptt_nll  # noqa: F401
 
 logger = logging.getLogger(__name__)
 

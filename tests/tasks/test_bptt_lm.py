@@ -19,14 +19,8 @@ import torch.nn.functional as F
 from fairseq.criterions.cross_entropy import CrossEntropyCriterion
 from fairseq.data import data_utils
 
-from fairseq_define.tasks.bptt_lm import (
-    BPTTLMConfig,
-    BPTTLMTask,
-    StreamStateMixin,
-    TokenStream,
-    concatenate_items,
-    row_layout,
-)
+from fairseq_define.modules.stream_state import StreamStateMixin
+from fairseq_define.tasks.bptt_lm import BPTTLMConfig, BPTTLMTask, TokenStream, concatenate_items, row_layout
 from tests.cli import run
 from tests.conftest import REPO_ROOT
 from tests.tasks.stream_lstm import StreamLSTMConfig, StreamLSTMLanguageModel
