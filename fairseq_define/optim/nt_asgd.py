@@ -7,6 +7,13 @@ parameters keep following SGD, and the optimizer keeps `ax`, the mean of the ite
 step) since the trigger; the averaged weights are the ones to evaluate and ship. (`torch.optim.ASGD` with t0=0, which
 salesforce uses, restarts its average at the second step after the switch; here the average includes the first.)
 
+Why not `torch.optim.swa_utils.AveragedModel`: it computes the same running mean (`ax += (p - ax) / n`, here
+`ax.lerp_(p, 1 / n)`), but it keeps the average in a deep copy of the *model*, outside the optimizer. A fairseq
+optimizer is built from the parameters alone (no model), its state is what `last_optimizer_state` checkpoints and
+restores, and validation must see the average in the model's own parameters (fairseq validates and saves the model
+it trains). Keeping `ax` per parameter in the optimizer state gives all three: resume continues the exact average,
+and swapping in is a copy per parameter, with no second model in memory.
+
 Plugged into fairseq:
 - `--optimizer nt_asgd` (`FairseqNTASGD`): flags `--lr`, `--weight-decay`, `--nt-asgd-nonmono` (5),
   `--nt-asgd-t0` (start averaging after this many updates whatever the trigger; default: trigger only).
