@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import fairseq_define.plugin  # noqa: F401  (registers the models in this process)
-from fairseq_define.modules.define_embedding import DefineEmbedding, TiedMapOutput
+from fairseq_define.modules.define_embedding import DefineEmbedding
+from fairseq_define.modules.tied_map_output import TiedMapOutput
 from fairseq_define.modules.define_unit import DefineUnit
 from fairseq_define.params import build_model, count_parts
 from tests import cli

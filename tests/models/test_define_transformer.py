@@ -234,7 +234,7 @@ def test_share_all_embeddings_shares_map_and_unit():
 @pytest.mark.parametrize("transform", ["define", "none"])
 def test_map_projected_to_d_is_shared_and_scores_through_the_transposed_projection(transform):
     """The Table-2 Map in translation: n = 16 projected to d = 64 = m, shared by encoder, decoder and output."""
-    from fairseq_define.modules.define_embedding import TiedMapOutput
+    from fairseq_define.modules.tied_map_output import TiedMapOutput
 
     model = build("--define-map-dim", 16, "--define-input-dim", 64, "--define-transform", transform,
                   "--define-separate-units")

@@ -14,8 +14,9 @@ from fairseq.criterions.cross_entropy import CrossEntropyCriterion
 
 import fairseq_define.plugin  # noqa: F401  (registers the task, criteria, optimizer)
 import fairseq_define.models.lstm_lm  # noqa: F401  (registers define_lstm_lm and its archs)
-from fairseq_define.models.lstm_lm import DefineLSTMLanguageModel, IdentityBandProjection, TiedMapSoftmax
+from fairseq_define.models.lstm_lm import DefineLSTMLanguageModel, IdentityBandProjection
 from fairseq_define.modules.define_embedding import DefineEmbedding
+from fairseq_define.modules.tied_map_output import TiedMapOutput
 from fairseq_define.params import build_model, count_parts
 from fairseq_define.tasks.bptt_lm import BPTTLMConfig, BPTTLMTask
 from tests import cli
@@ -120,7 +121,7 @@ def test_tiny_arch_is_small_and_tied(data_dir):
     decoder = model.decoder
     assert isinstance(model, DefineLSTMLanguageModel)
     assert isinstance(decoder.embed_tokens, DefineEmbedding) and decoder.embed_tokens.unit is not None
-    assert isinstance(decoder.output_projection, TiedMapSoftmax)
+    assert isinstance(decoder.output_projection, TiedMapOutput)
     assert decoder.output_projection.weight is decoder.embed_tokens.map.weight
     assert [layer.hidden_size for layer in decoder.lstm.layers] == [64, 32]
     counts = count_parts(model)
