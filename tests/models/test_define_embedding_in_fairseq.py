@@ -151,9 +151,9 @@ def test_fairseq_optimizer_step_between_two_validation_lookups():
 
 
 def trained_checkpoint(wikitext, save_dir):
-    cli.run("train", wikitext, "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny",
+    cli.call("train", wikitext, "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny",
             "--tokens-per-sample", 64, "--max-tokens", 1024, "--optimizer", "adam", "--lr", 0.002, "--cpu",
-            "--max-update", 4, "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", 1)
+             "--max-update", 4, "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", 1)
     return os.path.join(save_dir, "checkpoint_last.pt")
 
 
