@@ -47,9 +47,13 @@ def unit_formula(cfg: DefineConfig, m: int) -> int:
     return total + reduce_in * m + m
 
 
-def tokens_with_repeats(V, seed):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, V, (3, 11), generator=generator)
+def unit_and_tokens(args, seed):
+    """The embedding of a drawn configuration with a unit (others are skipped), and tokens [3, 11] with repeats."""
+    V, m, cfg = args
+    assume(cfg.has_unit)
+    torch.manual_seed(seed)
+    tokens = torch.randint(0, V, (3, 11), generator=torch.Generator().manual_seed(seed))
+    return DefineEmbedding(V, 1, m, config=cfg), tokens
 
 
 @SETTINGS
@@ -69,11 +73,8 @@ def test_counted_parameters_equal_the_accounting_and_the_schedules_formula(args,
 @SETTINGS
 @given(valid_embeddings(), st.integers(0, 2**16))
 def test_dedupe_equals_the_per_position_computation(args, seed):
-    V, m, cfg = args
-    assume(cfg.has_unit)
-    torch.manual_seed(seed)
-    emb = DefineEmbedding(V, 1, m, config=cfg).train()  # no dropout configured: deterministic in training
-    tokens = tokens_with_repeats(V, seed)
+    emb, tokens = unit_and_tokens(args, seed)
+    emb.train()  # no dropout configured: deterministic in training
     deduped = emb(tokens)
     (grad_deduped,) = torch.autograd.grad(deduped.pow(2).sum(), emb.map.weight)
     per_position = emb.embed_ids(tokens)
@@ -85,16 +86,13 @@ def test_dedupe_equals_the_per_position_computation(args, seed):
 @SETTINGS
 @given(valid_embeddings(), st.integers(0, 2**16))
 def test_inference_table_equals_the_uncached_outputs(args, seed):
-    V, m, cfg = args
-    assume(cfg.has_unit)
-    torch.manual_seed(seed)
-    emb = DefineEmbedding(V, 1, m, config=cfg).eval()
-    tokens = tokens_with_repeats(V, seed)
+    emb, tokens = unit_and_tokens(args, seed)
+    emb.eval()
     with torch.no_grad():
         uncached = emb.embed_ids(tokens)
         emb.prepare_for_inference()
         cached = emb(tokens)
-    assert emb.cache_nbytes == V * m * 4  # the table was built and used
+    assert emb.cache_nbytes == emb.num_embeddings * emb.embedding_dim * 4  # the table was built and used
     torch.testing.assert_close(cached, uncached, rtol=1e-5, atol=1e-6)
 
 
@@ -116,7 +114,8 @@ def any_value(f):
 @SETTINGS
 @given(st.data(), st.integers(2, 60), st.integers(1, 32))
 def test_a_random_invalid_configuration_is_a_value_error_naming_a_flag(data, V, m):
-    chosen = data.draw(st.lists(st.sampled_from(fields(DefineConfig)), min_size=1, max_size=4, unique_by=lambda f: f.name))
+    chosen = data.draw(st.lists(st.sampled_from(fields(DefineConfig)), min_size=1, max_size=4,
+                                unique_by=lambda f: f.name))
     options = {f.name: data.draw(any_value(f), label=f.name) for f in chosen}
     options.setdefault("expand_dim", 64)  # keep the valid ones small
     try:
