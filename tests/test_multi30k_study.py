@@ -148,7 +148,7 @@ def test_interactive_translates_from_the_checkpoint(example_run):
                    os.path.join(example_run.workdir, "define-128", "checkpoint_best.pt"), "--source-lang", "en",
                    "--target-lang", "de", "--beam", 2, "--max-len-b", 10, "--remove-bpe", "sentencepiece", "--cpu",
                    stdin=line + "\n")
-    assert any(l.startswith("H-0\t") for l in out.splitlines())
+    assert any(line.startswith("H-0\t") for line in out.splitlines())
 
 
 def test_generate_command_line_translates_the_test_set(example_run):
