@@ -8,6 +8,8 @@ VENV    ?= .venv
 TORCH   ?= torch==2.13.0
 FAIRSEQ ?= fairseq-fixed==0.12.3.1
 RUFF_VERSION := 0.17.6
+# what the tests need besides pytest (property-based tests)
+TEST_DEPS ?= hypothesis==6.170.17
 DATA    ?= ../shared/data/wikitext-2
 BENCH_DIR ?= bench-results
 
@@ -15,8 +17,8 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 # Pins torch to the installed build so that no later step can replace it (e.g. with a CUDA wheel).
 PIN     := $(VENV)/torch-pin.txt
-# Re-install when setup.py or the chosen torch/fairseq change (not on every edit of this Makefile).
-STAMP   := $(VENV)/.installed-$(shell echo '$(TORCH) $(FAIRSEQ)' | md5sum | cut -c1-8)
+# Re-install when setup.py or the chosen torch/fairseq/test dependencies change (not on every edit of this Makefile).
+STAMP   := $(VENV)/.installed-$(shell echo '$(TORCH) $(FAIRSEQ) $(TEST_DEPS)' | md5sum | cut -c1-8)
 
 .PHONY: install lint test bench demo clean
 
@@ -28,7 +30,7 @@ $(STAMP): setup.py
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(PIN)
 	$(PIP) install -q -c $(PIN) numpy cython
 	$(PIP) install -q -c $(PIN) --no-build-isolation $(FAIRSEQ)
-	$(PIP) install -q -c $(PIN) sacrebleu sentencepiece pytest matplotlib ruff==$(RUFF_VERSION)
+	$(PIP) install -q -c $(PIN) sacrebleu sentencepiece pytest matplotlib $(TEST_DEPS) ruff==$(RUFF_VERSION)
 	$(PIP) install -q -c $(PIN) --no-build-isolation --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

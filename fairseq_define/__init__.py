@@ -1,8 +1,7 @@
 """fairseq_define: DeFINE (Deep Factorized Input Token Embeddings, Mehta et al., ICLR 2020) for fairseq.
 
-- As a fairseq plugin: ``fairseq-train --user-dir fairseq_define ...`` (or the path of the installed package);
-  fairseq imports this package with fairseq already loaded, and the models, tasks, criterions and optimizers are
-  registered (`fairseq_define.plugin`). In-process, ``import fairseq_define.plugin`` does the same.
+- As a fairseq plugin: ``fairseq-train --user-dir fairseq_define ...`` (or the path of the installed package).
+  Registration has one path, `fairseq_define.plugin`; in-process, ``import fairseq_define.plugin``.
 - As plain PyTorch: ``from fairseq_define.modules import DefineEmbedding`` imports neither fairseq nor its shims.
 """
 
@@ -10,5 +9,7 @@ import sys
 
 __version__ = "0.2.0"
 
-if "fairseq" in sys.modules:  # loaded by fairseq (--user-dir) or after it: register the plugin
+# fairseq's --user-dir imports this package after fairseq itself (and then only tasks/*, models/*): register the
+# plugin then. A plain-PyTorch import (fairseq not loaded) must not pull fairseq in, hence the test.
+if "fairseq" in sys.modules:
     from fairseq_define import plugin  # noqa: F401

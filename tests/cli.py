@@ -1,11 +1,21 @@
-"""fairseq's command-line tools with the plugin (examples.common's runner), and a small WikiText-2 slice."""
+"""fairseq's tools for the tests: in this process (`call`, the default: no interpreter start-up or fairseq import
+per run) or as the command line (`run`, for the tests about the command line itself), and a WikiText-2 slice."""
 
+import contextlib
+import importlib
+import io
+import logging
 import os
+import subprocess
+import sys
+import traceback
 
 from examples.common import PLUGIN, fairseq
 from examples.common import run as run_command
 
-__all__ = ["PLUGIN", "run", "wikitext_slice"]
+__all__ = ["PLUGIN", "call", "run", "run_in_process", "wikitext_slice"]
+
+LOG_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"  # fairseq_cli's own
 
 
 def run(tool, *args, check=True, stdin=None, timeout=600, user_dir=True):
@@ -13,6 +23,60 @@ def run(tool, *args, check=True, stdin=None, timeout=600, user_dir=True):
     plugin unless `user_dir` is False; returns the CompletedProcess (stdout and stderr as text)."""
     return run_command(fairseq(tool.replace("_", "-"), *args, user_dir=user_dir), echo=False, check=check,
                        stdin=stdin, timeout=timeout)
+
+
+def call(tool, *args, stdin=None, user_dir=True) -> str:
+    """`fairseq-<tool> args` run in this process (`fairseq_cli.<tool>.cli_main` on the same argv as `run`);
+    returns what the command prints: its log lines in fairseq's format, then stdout. Errors raise as they are."""
+    return _cli_main(tool.replace("-", "_"), fairseq(tool.replace("_", "-"), *args, user_dir=user_dir)[3:], stdin)
+
+
+def _cli_main(tool, argv, stdin=None) -> str:
+    import fairseq_define.plugin  # noqa: F401  (fairseq's registries are per process: register once)
+
+    module = importlib.import_module("fairseq_cli." + tool)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    root, own = logging.getLogger(), logging.getLogger(module.__name__)
+    saved = root.level, list(own.handlers), sys.argv, sys.stdin  # preprocess adds a file handler per run
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    sys.argv = [module.__name__, *map(str, argv)]
+    if stdin is not None:
+        sys.stdin = io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out):
+            module.cli_main()
+    finally:
+        root.removeHandler(handler)
+        for extra in set(own.handlers) - set(saved[1]):
+            own.removeHandler(extra)
+            extra.close()
+        root.level, _, sys.argv, sys.stdin = saved
+    return out.getvalue()
+
+
+def run_in_process(command, log=None, echo=True, check=True, stdin=None, timeout=None):
+    """A drop-in for `examples.common.run` (monkeypatched into the examples by the study tests): a fairseq_cli
+    command runs in this process, as `call`; any other command as a subprocess. Returns a CompletedProcess whose
+    stdout is what the command would print (appended to `log` if given)."""
+    command = [str(c) for c in command]
+    if command[:2] != [sys.executable, "-m"] or not command[2].startswith("fairseq_cli."):
+        return run_command(command, log=log, echo=echo, check=check, stdin=stdin, timeout=timeout)
+    if echo:
+        print("$ " + " ".join(command), flush=True)
+    returncode, stderr = 0, ""
+    try:
+        text = _cli_main(command[2][len("fairseq_cli."):], command[3:], stdin)
+    except (Exception, SystemExit) as error:
+        if check:
+            raise
+        text, returncode, stderr = "", 1, "".join(traceback.format_exception(error))
+    if log is not None:
+        with open(log, "a") as sink:
+            sink.write(text + stderr)
+    return subprocess.CompletedProcess(command, returncode, text, stderr)
 
 
 def wikitext_slice(source_dir, dest_dir, lines=(1500, 150, 150)):
@@ -27,6 +91,6 @@ def wikitext_slice(source_dir, dest_dir, lines=(1500, 150, 150)):
                     break
                 dst.write(line)
     binary = os.path.join(dest_dir, "bin")
-    run("preprocess", "--only-source", "--trainpref", f"{raw}/train.txt", "--validpref", f"{raw}/valid.txt",
-        "--testpref", f"{raw}/test.txt", "--destdir", binary, "--workers", 1)
+    call("preprocess", "--only-source", "--trainpref", f"{raw}/train.txt", "--validpref", f"{raw}/valid.txt",
+         "--testpref", f"{raw}/test.txt", "--destdir", binary, "--workers", 1)
     return binary

@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -19,3 +20,27 @@ def data_dir(name):
             pytest.fail(message + "; CI=true requires it")
         pytest.skip(message)
     return path
+
+
+
+@contextlib.contextmanager
+def examples_in_process():
+    """The examples' `run` runs their fairseq commands in this process (`tests.cli.run_in_process`): a study's
+    commands are unchanged, without an interpreter start-up and fairseq import per command."""
+    import examples.common
+    import examples.language_model.study
+    import examples.translation.multi30k
+    import examples.translation.pipeline
+    from tests.cli import run_in_process
+
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (examples.common, examples.language_model.study, examples.translation.multi30k,
+                       examples.translation.pipeline):
+            patch.setattr(module, "run", run_in_process)
+        yield
+
+
+@pytest.fixture
+def fairseq_in_process():
+    with examples_in_process():
+        yield

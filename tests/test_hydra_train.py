@@ -28,8 +28,8 @@ def translation_data(tmp_path_factory):
             lines = open(os.path.join(source, f"{name}.{lang}"), encoding="utf-8").readlines()[:count]
             (raw / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
     binary = raw / "bin"
-    cli.run("preprocess", "--source-lang", "en", "--target-lang", "de", "--trainpref", raw / "train",
-            "--validpref", raw / "valid", "--joined-dictionary", "--destdir", binary, "--workers", 1)
+    cli.call("preprocess", "--source-lang", "en", "--target-lang", "de", "--trainpref", raw / "train",
+             "--validpref", raw / "valid", "--joined-dictionary", "--destdir", binary, "--workers", 1)
     return binary
 
 

@@ -51,7 +51,7 @@ def test_diagnosis_rows_change_one_thing():
             assert row["flags"] == study[name.replace("-no-dropout", "")]["flags"] + NO_DROPOUT
 
 
-def test_tiny_study_runs_and_writes_its_table(tmp_path):
+def test_tiny_study_runs_and_writes_its_table(tmp_path, fairseq_in_process):
     from examples.language_model import lstm_wikitext2
 
     # the first lines of WikiText-2, raw: the script binarizes them itself (into WORKDIR/wikitext-2-bin), as it

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 LOAD = (
@@ -19,8 +21,29 @@ def load_plugin(user_dir, cwd):
     return out.stdout.split()
 
 
-def test_user_dir_from_repository_root():
-    path, shimmed = load_plugin("fairseq_define", REPO_ROOT)
+REGISTRIES = (
+    "from fairseq.models import ARCH_MODEL_REGISTRY as A; from fairseq.tasks import TASK_REGISTRY as T; "
+    "from fairseq.criterions import CRITERION_REGISTRY as C; from fairseq.optim import OPTIMIZER_REGISTRY as O; "
+    "from fairseq.optim.lr_scheduler import LR_SCHEDULER_REGISTRY as S; "
+    "print(all(a in A for a in ['define_transformer_lm', 'define_transformer', 'define_transformer_xl_tiny', "
+    "'define_awd_lstm_tiny']), 'bptt_lm' in T, all(c in C for c in ['define_bptt_nll', 'ar_tar_cross_entropy']), "
+    "'nt_asgd' in O, 'nt_asgd_trigger' in S)"
+)
+
+
+@pytest.fixture(scope="module")
+def loaded_from_root():
+    """One fresh process loads --user-dir fairseq_define from the repository root: (plugin file, numpy shimmed,
+    5 registry checks)."""
+    out = subprocess.run([sys.executable, "-c", LOAD + "; " + REGISTRIES, "fairseq_define"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    return words[0], words[1], words[2:]
+
+
+def test_user_dir_from_repository_root(loaded_from_root):
+    path, shimmed, _ = loaded_from_root
     assert os.path.dirname(path) == os.path.join(REPO_ROOT, "fairseq_define") and shimmed == "True"
 
 
@@ -32,21 +55,8 @@ def test_user_dir_as_installed_package_path_from_anywhere(tmp_path):
     assert os.path.dirname(path) == package_dir
 
 
-def test_user_dir_registers_everything_the_plugin_adds():
-    code = (
-        "import argparse, sys; from fairseq import utils; "
-        "utils.import_user_module(argparse.Namespace(user_dir=sys.argv[1])); "
-        "from fairseq.models import ARCH_MODEL_REGISTRY as A; from fairseq.tasks import TASK_REGISTRY as T; "
-        "from fairseq.criterions import CRITERION_REGISTRY as C; from fairseq.optim import OPTIMIZER_REGISTRY as O; "
-        "from fairseq.optim.lr_scheduler import LR_SCHEDULER_REGISTRY as S; "
-        "print(all(a in A for a in ['define_transformer_lm', 'define_transformer', 'define_transformer_xl_tiny', "
-        "'define_awd_lstm_tiny']), 'bptt_lm' in T, all(c in C for c in ['define_bptt_nll', 'ar_tar_cross_entropy']), "
-        "'nt_asgd' in O, 'nt_asgd_trigger' in S)"
-    )
-    out = subprocess.run([sys.executable, "-c", code, "fairseq_define"], cwd=REPO_ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True"] * 5
+def test_user_dir_registers_everything_the_plugin_adds(loaded_from_root):
+    assert loaded_from_root[2] == ["True"] * 5
 
 
 def test_one_version_and_the_accounting_entry_point():

@@ -92,9 +92,8 @@ def average_checkpoints(paths: Sequence[str], out: str) -> str:
     one's), as fairseq's scripts/average_checkpoints.py does; returns `out`."""
     import torch
 
-    from fairseq_define import compat
-
-    compat.apply()  # translation checkpoints keep their flags as an argparse.Namespace (and numpy --eval-bleu meters)
+    import fairseq_define.plugin  # noqa: F401  (its shims: translation checkpoints keep their flags as an
+    # argparse.Namespace, and numpy --eval-bleu meters)
     states = [torch.load(path, map_location="cpu") for path in paths]
     averaged = states[-1]
     for key, value in averaged["model"].items():

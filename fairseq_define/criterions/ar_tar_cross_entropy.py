@@ -19,9 +19,7 @@ before it (`LSTMStack` output: `(out.dropped_outputs[-1], out.raw_outputs[-1])`)
 
 Logged (base 2, as fairseq): `loss` (regularised in training), `nll_loss` and `ppl` (always the plain NLL), `ar` and
 `tar` (the weighted terms alpha * AR and beta * TAR, so that loss = nll_loss + ar + tar when sample_size is the
-token count). When scoring a model in eval mode the criterion also calls
-`nt_asgd.swap_in_average_for_evaluation(model)`, so fairseq validates (and then saves) the NT-ASGD average once
-averaging has started (a no-op with any other optimizer; see `fairseq_define/optim/nt_asgd.py`).
+token count). (NT-ASGD's average is put into the model for validation by the `bptt_lm` task, not here.)
 """
 
 import math
@@ -35,7 +33,6 @@ from fairseq.criterions.cross_entropy import CrossEntropyCriterion, CrossEntropy
 from fairseq.logging import metrics
 
 from fairseq_define.criterions.nll_metrics import log_loss_nll_ppl, summed
-from fairseq_define.optim.nt_asgd import swap_in_average_for_evaluation
 
 
 def ar_tar_penalties(
@@ -62,8 +59,6 @@ class _ARTARMixin:
     tar_beta: float
 
     def forward(self, model, sample, reduce=True):
-        if not model.training:
-            swap_in_average_for_evaluation(model)
         captured = []
         handle = model.register_forward_hook(lambda module, args, output: captured.append(output))
         try:

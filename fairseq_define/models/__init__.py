@@ -1,7 +1,1 @@
-"""DeFINE models, registered with fairseq on import (fairseq's --user-dir also imports this folder's modules)."""
-
-from fairseq_define import compat
-
-compat.apply()
-
-from fairseq_define.models import define_transformer, define_transformer_lm, lstm_lm, transformer_xl_lm  # noqa: E402,F401,E501
+"""The DeFINE models for fairseq (each module registers its model on import; `fairseq_define.plugin` imports them)."""

@@ -25,6 +25,7 @@ from fairseq.models.transformer.transformer_legacy import (
 )
 from fairseq.utils import safe_getattr
 
+from fairseq_define.models.decoder_dims import check_decoder_dims
 from fairseq_define.models.define_options import (
     DefineEmbeddingConfig,
     build_define_embedding,
@@ -33,7 +34,7 @@ from fairseq_define.models.define_options import (
     set_define_defaults,
     unit_input_dim,
 )
-from fairseq_define.modules.define_embedding import TiedMapOutput
+from fairseq_define.modules.tied_map_output import TiedMapOutput
 
 # Options that fairseq's architecture functions derive from others when they are not given; unset (None) here.
 DERIVED = {
@@ -109,18 +110,7 @@ class DefineTransformerModel(TransformerModel):
             embed_tokens = build_define_embedding(args, tgt_dict, args.decoder_embed_dim, shared_map=embed_tokens)
         tied = safe_getattr(args, "share_all_embeddings", False) \
             or safe_getattr(args, "share_decoder_input_output_embed", False)
-        if tied and args.decoder_output_dim != unit_input_dim(args):
-            raise ValueError(
-                f"--decoder-output-dim={args.decoder_output_dim} contradicts the output tied to the Map, which "
-                f"scores d={unit_input_dim(args)}-dim states (--define-input-dim / --define-map-dim); "
-                f"drop --decoder-output-dim"
-            )
-        if safe_getattr(args, "decoder_input_dim", args.decoder_embed_dim) != args.decoder_embed_dim:
-            raise ValueError(
-                f"--decoder-input-dim={args.decoder_input_dim} has no place in a DeFINE model: its input is "
-                f"--decoder-embed-dim={args.decoder_embed_dim} wide; set the Map with --define-map-dim and the "
-                f"unit's input with --define-input-dim"
-            )
+        check_decoder_dims(args, tied)
         decoder = super().build_decoder(args, tgt_dict, embed_tokens)
         if tied and embed_tokens.map_proj is not None:
             decoder.output_projection = TiedMapOutput(embed_tokens)

@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
-from fairseq import options
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import Linear, TransformerDecoder
 from fairseq.models.transformer_lm import (
@@ -27,6 +26,8 @@ from fairseq.models.transformer_lm import (
 )
 from fairseq.utils import safe_getattr
 
+from fairseq_define.models.cutoffs import parse_cutoffs
+from fairseq_define.models.decoder_dims import check_decoder_dims
 from fairseq_define.models.define_options import (
     DefineEmbeddingConfig,
     build_define_embedding,
@@ -36,7 +37,7 @@ from fairseq_define.models.define_options import (
     unit_input_dim,
     writable,
 )
-from fairseq_define.modules.define_embedding import TiedMapOutput
+from fairseq_define.modules.tied_map_output import TiedMapOutput
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class DefineTransformerLanguageModel(TransformerLanguageModel):
 
         adaptive_cutoff = None
         if args.adaptive_input:
-            adaptive_cutoff = options.eval_str_list(args.adaptive_input_cutoff, type=int)
+            adaptive_cutoff = parse_cutoffs(args.adaptive_input_cutoff, "--adaptive-input-cutoff") or None
         if args.tie_adaptive_weights:
             if not args.adaptive_input:
                 raise ValueError("--tie-adaptive-weights needs --adaptive-input (the DeFINE Map is then adaptive)")
@@ -87,18 +88,8 @@ class DefineTransformerLanguageModel(TransformerLanguageModel):
                 "--share-decoder-input-output-embed needs a lookup Map; "
                 "with --adaptive-input use --tie-adaptive-weights"
             )
-        if args.decoder_input_dim != args.decoder_embed_dim:
-            raise ValueError(
-                f"--decoder-input-dim={args.decoder_input_dim} has no place in a DeFINE model: its input is "
-                f"--decoder-embed-dim={args.decoder_embed_dim} wide; set the Map with --define-map-dim and the "
-                f"unit's input with --define-input-dim"
-            )
+        check_decoder_dims(args, tied)
         d = unit_input_dim(args)
-        if tied and args.decoder_output_dim != d:
-            raise ValueError(
-                f"--decoder-output-dim={args.decoder_output_dim} contradicts the output tied to the Map, which "
-                f"scores d={d}-dim states (--define-input-dim / --define-map-dim); drop --decoder-output-dim"
-            )
         embed_tokens = build_define_embedding(
             args, task.source_dictionary, args.decoder_embed_dim, adaptive_cutoff, args.adaptive_input_factor
         )

@@ -41,7 +41,6 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fairseq import options
 from fairseq.models import (
     FairseqIncrementalDecoder,
     FairseqLanguageModel,
@@ -51,10 +50,12 @@ from fairseq.models import (
 from fairseq.modules import AdaptiveSoftmax
 from fairseq.utils import safe_getattr
 
+from fairseq_define.models.cutoffs import parse_cutoffs
 from fairseq_define.models.define_options import DefineEmbeddingConfig, build_define_embedding, set_dataclass_defaults
 from fairseq_define.modules.awd_lstm import LSTMStack, embedding_type_dropout
 from fairseq_define.modules.define_embedding import DefineEmbedding
-from fairseq_define.tasks.bptt_lm import StreamStateMixin
+from fairseq_define.modules.stream_state import StreamStateMixin
+from fairseq_define.modules.tied_map_output import TiedMapOutput
 
 MAX_POSITIONS = 1_000_000  # an LSTM has no position limit; fairseq wants a number
 
@@ -123,26 +124,6 @@ def drop_band0_projection(embedding: DefineEmbedding) -> bool:
     return True
 
 
-class TiedMapSoftmax(nn.Module):
-    """Logits over the vocabulary tied to a lookup Map: x [*, d] -> [*, V] = (x [P^T]) E^T + b.
-
-    E is the Map table [V, n] and P the Map's n -> d projection [d, n] (when d != n); both are the embedding's own
-    Parameters (not copies). `bias` [V] is this layer's own per-token output bias."""
-
-    def __init__(self, embedding: DefineEmbedding):
-        super().__init__()
-        if embedding.is_adaptive:
-            raise ValueError("TiedMapSoftmax needs a lookup Map; an adaptive Map goes with an adaptive softmax")
-        self.weight = embedding.map.weight
-        self.proj_weight = embedding.map_proj.weight if embedding.map_proj is not None else None
-        self.bias = nn.Parameter(torch.zeros(embedding.num_embeddings, dtype=self.weight.dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.proj_weight is not None:
-            x = F.linear(x, self.proj_weight.t())
-        return F.linear(x, self.weight, self.bias)
-
-
 class DefineLSTMDecoder(StreamStateMixin, FairseqIncrementalDecoder):
     """tokens [B, T] -> (logits [B, T, V] or, with an adaptive softmax, features [B, T, d], extra).
 
@@ -180,7 +161,7 @@ class DefineLSTMDecoder(StreamStateMixin, FairseqIncrementalDecoder):
             self.output_projection = None
         else:
             self.adaptive_softmax = None
-            self.output_projection = TiedMapSoftmax(embed_tokens)
+            self.output_projection = TiedMapOutput(embed_tokens, bias=True)
 
     # ------------------------------------------------------------------------------------------------ forward
     def forward(self, prev_output_tokens, src_lengths=None, incremental_state=None, features_only: bool = False,
@@ -258,9 +239,7 @@ class DefineLSTMLanguageModel(FairseqLanguageModel):
             raise ValueError("define_lstm_lm ties input and output: the source and target dictionaries must agree")
         m = int(args.decoder_embed_dim)
         sizes = [m] + parse_sizes(args.lstm_hidden_sizes) + [m]
-        cutoff = None
-        if args.adaptive_softmax_cutoff:
-            cutoff = options.eval_str_list(args.adaptive_softmax_cutoff, type=int)
+        cutoff = parse_cutoffs(args.adaptive_softmax_cutoff, "--adaptive-softmax-cutoff", len(dictionary)) or None
         factor = float(args.adaptive_softmax_factor)
         embed_tokens = build_define_embedding(args, dictionary, m, adaptive_cutoff=cutoff, adaptive_factor=factor)
         if cutoff is not None and not args.adaptive_input_band0_proj:

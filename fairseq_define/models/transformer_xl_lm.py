@@ -53,6 +53,7 @@ from fairseq.models import (
 from fairseq.utils import safe_getattr
 from omegaconf import II
 
+from fairseq_define.models.cutoffs import parse_cutoffs
 from fairseq_define.models.define_options import (
     DefineEmbeddingConfig,
     define_config,
@@ -61,13 +62,9 @@ from fairseq_define.models.define_options import (
     set_dataclass_defaults,
 )
 from fairseq_define.modules.define_embedding import DefineEmbedding
+from fairseq_define.modules.stream_state import StreamStateMixin
 from fairseq_define.modules.tied_adaptive_softmax import TiedAdaptiveLogSoftmax
 from fairseq_define.modules.transformer_xl import TransformerXLDecoderStack
-from fairseq_define.tasks.bptt_lm import StreamStateMixin
-
-# The criterion that goes with this model; importing it here registers it wherever the model is registered
-# (fairseq's --user-dir auto-imports models/*, not criterions/*).
-from fairseq_define.criterions import bptt_nll  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -100,19 +97,21 @@ class TransformerXLLanguageModelConfig(DefineEmbeddingConfig):
     # g_max = 128: the schedule's unit is then 2.10M parameters, the nearest to the paper's 1.92M (g_max 64: 2.61M;
     # 256 does not divide d).
     define_map_dim: int = define_field("define_map_dim", 128)
+    # d defaults to m here, to n in the other DeFINE models: Transformer-XL's AdaptiveEmbedding projects its table to
+    # d_model (d_proj) and its tied softmax scores d_model-wide states, so the paper's Table-2 rows (and every
+    # checkpoint of this model) have d = m; the others follow fairseq's models, whose tied output scores n-wide ones.
+    define_input_dim: Optional[int] = field(default=None, metadata={
+        "help": "DeFINE: d, the width of the Map's output (n -> d projection); default here: --decoder-embed-dim "
+                "(Transformer-XL's projection to d_model), not --define-map-dim as in the other DeFINE models"})
     define_expand_dim: int = define_field("define_expand_dim", 4096)
     define_depth: int = define_field("define_depth", 3)
     define_max_groups: int = define_field("define_max_groups", 128)
 
 
-def parse_cutoffs(value, vocab_size: int) -> List[int]:
-    """`--adaptive-cutoff` ("20000,40000,200000", a list, or empty) -> increasing cutoffs < vocab_size. Cutoffs at or
-    beyond the vocabulary are dropped (with a warning), so one architecture runs on any vocabulary."""
-    if value is None or value == "" or value == []:
-        return []
-    cutoffs = [int(c) for c in (value.split(",") if isinstance(value, str) else value)]
-    if any(c < 1 for c in cutoffs) or any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
-        raise ValueError(f"--adaptive-cutoff={value} must be strictly increasing positive ids")
+def cutoffs_within(value, vocab_size: int) -> List[int]:
+    """`--adaptive-cutoff` (see `parse_cutoffs`) less the cutoffs at or beyond the vocabulary, dropped with a
+    warning, so that one architecture runs on any vocabulary."""
+    cutoffs = parse_cutoffs(value, "--adaptive-cutoff")
     kept = [c for c in cutoffs if c < vocab_size]
     if len(kept) < len(cutoffs):
         logger.warning(f"--adaptive-cutoff={value}: dropped the cutoffs >= the vocabulary size {vocab_size}, "
@@ -154,7 +153,7 @@ class TransformerXLDecoder(StreamStateMixin, FairseqIncrementalDecoder):
         )
         d = embed_tokens.input_dim
         self.project_out_dim = nn.Linear(m, d, bias=False) if d != m else None
-        cutoffs = parse_cutoffs(cfg.adaptive_cutoff, len(dictionary))
+        cutoffs = cutoffs_within(cfg.adaptive_cutoff, len(dictionary))
         map_proj = embed_tokens.map_proj  # nn.Linear(n, d): weight [d, n], i.e. P [d_model = d, n]
         tie_projs = None
         if map_proj is not None:
@@ -232,7 +231,7 @@ class TransformerXLLanguageModel(FairseqLanguageModel):
     @classmethod
     def build_model(cls, cfg, task):
         base_transformer_xl_architecture(cfg)
-        d = cfg.define_input_dim or cfg.decoder_embed_dim
+        d = cfg.define_input_dim or cfg.decoder_embed_dim  # the default d = m: see the config's define_input_dim
         if cfg.decoder_embed_dim % 2:
             raise ValueError(f"--decoder-embed-dim={cfg.decoder_embed_dim} must be even (sinusoid positions)")
         config = replace(define_config(cfg), input_dim=d)

@@ -372,18 +372,3 @@ def build_map(num_embeddings: int, padding_idx: Optional[int], cfg: DefineConfig
     return AdaptiveInput(num_embeddings, padding_idx, cfg.map_dim, cfg.adaptive_factor, cfg.unit_input_dim, cutoff,
                          q_noise=0, qn_block_size=8)
 
-
-class TiedMapOutput(nn.Module):
-    """The output layer tied to a lookup Map with an n -> d projection: x [*, d] -> logits [*, V], scoring x against
-    the Map table after d -> n (the transpose of the Map's projection). Holds the Map's parameters, not copies."""
-
-    def __init__(self, embedding: DefineEmbedding):
-        super().__init__()
-        if embedding.is_adaptive or embedding.map_proj is None:
-            raise ValueError("TiedMapOutput needs a lookup Map with an n -> d projection (--define-input-dim != "
-                             "--define-map-dim); otherwise the output is the Map table itself")
-        self.weight = embedding.map.weight
-        self.proj_weight = embedding.map_proj.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.proj_weight.t()), self.weight)

@@ -7,6 +7,13 @@ parameters keep following SGD, and the optimizer keeps `ax`, the mean of the ite
 step) since the trigger; the averaged weights are the ones to evaluate and ship. (`torch.optim.ASGD` with t0=0, which
 salesforce uses, restarts its average at the second step after the switch; here the average includes the first.)
 
+Why not `torch.optim.swa_utils.AveragedModel`: it computes the same running mean (`ax += (p - ax) / n`, here
+`ax.lerp_(p, 1 / n)`), but it keeps the average in a deep copy of the *model*, outside the optimizer. A fairseq
+optimizer is built from the parameters alone (no model), its state is what `last_optimizer_state` checkpoints and
+restores, and validation must see the average in the model's own parameters (fairseq validates and saves the model
+it trains). Keeping `ax` per parameter in the optimizer state gives all three: resume continues the exact average,
+and swapping in is a copy per parameter, with no second model in memory.
+
 Plugged into fairseq:
 - `--optimizer nt_asgd` (`FairseqNTASGD`): flags `--lr`, `--weight-decay`, `--nt-asgd-nonmono` (5),
   `--nt-asgd-t0` (start averaging after this many updates whatever the trigger; default: trigger only).
@@ -14,17 +21,17 @@ Plugged into fairseq:
   fairseq's train loop calls at the end of every epoch with the first validation subset's loss
   (`trainer.lr_step(epoch, valid_losses[0])`), forwards that loss to the optimizer. That is the only place where
   fairseq hands a validation loss to the optimizer side, and it matches salesforce's one check per epoch.
-- Evaluating and saving the averaged weights: `swap_in_average_for_evaluation(model)` copies the averages into the
-  model's parameters (stashing the raw ones in the optimizer state); `FairseqNTASGD.zero_grad()`, which the trainer
-  calls at the start of every train step, copies the raw ones back. `ar_tar_cross_entropy` (and any task that wants
-  it, e.g. from `begin_valid_epoch`) calls the swap-in when it scores a model in eval mode. In fairseq the checkpoint
-  is saved right after validation, so from the trigger on:
+- Evaluating and saving the averaged weights: `FairseqNTASGD.swap_in_average_for_evaluation(model)` copies the
+  averages into the model's parameters (stashing the raw ones in the optimizer state); `FairseqNTASGD.zero_grad()`,
+  which the trainer calls at the start of every train step, copies the raw ones back. The `bptt_lm` task calls the
+  swap-in from `begin_valid_epoch` with the optimizer of its latest train step (no process-global state: each
+  trainer's task holds its own). In fairseq the checkpoint is saved right after validation, so from the trigger on:
     * validation losses, `checkpoint_best` selection and the `model` weights in every checkpoint are the averaged
       ones: `fairseq-eval-lm` on any checkpoint scores the averaged model, like salesforce's saved model;
     * the raw SGD iterate travels in `last_optimizer_state` (per-parameter `raw`, with `ax`), so resuming from
       `checkpoint_last.pt` continues the exact raw trajectory (the first train step swaps the raw weights back).
-  Without validation before a save (`--disable-validation`), or with a criterion/task that never calls the
-  swap-in, checkpoints hold the raw weights and the average only lives in `last_optimizer_state` (`ax`).
+  Without validation before a save (`--disable-validation`), or with a task that never calls the swap-in (any
+  task but `bptt_lm`), checkpoints hold the raw weights and the average only lives in `last_optimizer_state` (`ax`).
   Not supported: `--fp16`/`--bf16`/`--amp` wrappers (their fp32 copies are not the model's parameters).
 - With another `--lr-scheduler` no validation loss reaches the optimizer: only `--nt-asgd-t0` starts averaging.
 - Resuming: fairseq saves a checkpoint before it calls `lr_step`, so the validation loss of the epoch a checkpoint
@@ -34,7 +41,6 @@ Plugged into fairseq:
 """
 
 import math
-import weakref
 from collections.abc import Collection
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -183,28 +189,6 @@ class NTASGD(torch.optim.Optimizer):
             self.val_losses = list(extra["val_losses"])
 
 
-# The NT-ASGD optimizer the fairseq trainer of this process built (criteria/tasks swap its averages in for eval).
-_active: Optional["weakref.ReferenceType[NTASGD]"] = None
-
-
-def active_optimizer() -> Optional[NTASGD]:
-    """The `NTASGD` behind the latest `FairseqNTASGD` built in this process, if it is still alive."""
-    return _active() if _active is not None else None
-
-
-def swap_in_average_for_evaluation(model: nn.Module) -> bool:
-    """If this process's NT-ASGD optimizer trains `model` and is averaging, put the averaged weights into `model`
-    (idempotent). They stay until that optimizer's next `zero_grad()` (the start of the next fairseq train step).
-    Returns whether the averaged weights are in place."""
-    opt = active_optimizer()
-    if opt is None or not opt.is_averaging:
-        return False
-    model_params = {id(p) for p in model.parameters()}
-    if not any(id(p) in model_params for p in opt._params()):
-        return False
-    return opt.swap_in_average()
-
-
 @dataclass
 class NTASGDConfig(FairseqDataclass):
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay (added to the gradient, as torch SGD)"})
@@ -224,10 +208,8 @@ class FairseqNTASGD(FairseqOptimizer):
     """fairseq wrapper of `NTASGD`; `zero_grad()` first swaps the raw weights back (see the module docstring)."""
 
     def __init__(self, cfg: NTASGDConfig, params):
-        global _active
         super().__init__(cfg)
         self._optimizer = NTASGD(params, nonmono=cfg.nt_asgd_nonmono, t0=cfg.nt_asgd_t0, **self.optimizer_config)
-        _active = weakref.ref(self._optimizer)
 
     @property
     def optimizer_config(self):
@@ -247,6 +229,17 @@ class FairseqNTASGD(FairseqOptimizer):
 
     def averaged_parameters(self):
         return self._optimizer.averaged_parameters()
+
+    def swap_in_average_for_evaluation(self, model: nn.Module) -> bool:
+        """If this optimizer trains `model` and is averaging, put the averaged weights into `model` (idempotent);
+        they stay until the next `zero_grad()` (the start of the next train step). Returns whether they are in
+        place. `bptt_lm` calls it from `begin_valid_epoch`."""
+        if not self.is_averaging:
+            return False
+        model_params = {id(p) for p in model.parameters()}
+        if not any(id(p) in model_params for p in self._optimizer._params()):
+            return False
+        return self._optimizer.swap_in_average()
 
 
 @dataclass

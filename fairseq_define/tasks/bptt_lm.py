@@ -19,7 +19,7 @@ Hence: over one epoch, summed over all shards, every token of the split is a tar
 Batch size. The number of rows per shard is ``--batch-size`` (``--batch-size-valid`` for validation, the
 ``--batch-size`` of fairseq-eval-lm), or else ``--max-tokens // --tokens-per-sample``.
 
-Model-side contract (see `StreamStateMixin`, which implements the bookkeeping):
+Model-side contract (`fairseq_define.modules.stream_state.StreamStateMixin` implements the bookkeeping):
 - the model keeps one stream state per mode, ``"train"`` while ``model.training`` and ``"valid"`` otherwise
   (validation and fairseq-eval-lm both call ``model.eval()``); the two never mix.
 - ``forward(src_tokens, src_lengths=None, incremental_state=None, ...)`` called WITHOUT ``incremental_state``
@@ -59,10 +59,9 @@ from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.language_modeling import LanguageModelingTask
 from omegaconf import II
 
+from fairseq_define.modules.stream_state import TRAIN, VALID
+
 logger = logging.getLogger(__name__)
-
-TRAIN, VALID = "train", "valid"
-
 
 # ---------------------------------------------------------------- the stream and its batches
 def row_layout(n_tokens: int, n_rows: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -162,46 +161,6 @@ class BPTTBlocks(FairseqDataset):
         }
 
 
-# ---------------------------------------------------------------- model side of the contract
-def _detach(state):
-    if torch.is_tensor(state):
-        return state.detach()
-    if isinstance(state, (list, tuple)):
-        return type(state)(_detach(s) for s in state)
-    if isinstance(state, dict):
-        return {k: _detach(v) for k, v in state.items()}
-    return state
-
-
-class StreamStateMixin:
-    """Mix into a model (or decoder) to keep one detached stream state per mode, as `bptt_lm` expects.
-
-    In ``forward`` (without incremental_state): ``state = self.get_stream_state()`` (None at a stream start),
-    compute, then ``self.set_stream_state(new_state)``. The state is any nest of tensors (lists, tuples,
-    dicts); it is stored detached and is not part of the state dict. If the mixin sits on a submodule (e.g. the
-    decoder), forward ``reset_stream_state`` from the model.
-    """
-
-    @property
-    def _stream_states(self) -> dict:
-        return vars(self).setdefault("_stream_state_by_mode", {})
-
-    def stream_mode(self) -> str:
-        return TRAIN if self.training else VALID
-
-    def get_stream_state(self, mode: Optional[str] = None):
-        return self._stream_states.get(mode or self.stream_mode())
-
-    def set_stream_state(self, state, mode: Optional[str] = None):
-        self._stream_states[mode or self.stream_mode()] = _detach(state)
-
-    def reset_stream_state(self, mode: Optional[str] = None):
-        if mode is None:
-            self._stream_states.clear()
-        else:
-            self._stream_states.pop(mode, None)
-
-
 # ---------------------------------------------------------------- the task
 @dataclass
 class BPTTLMConfig(FairseqDataclass):
@@ -220,6 +179,7 @@ class BPTTLMTask(FairseqTask):
         super().__init__(cfg)
         self.dictionary = dictionary
         self._warned_stateless = False
+        self._optimizer = None  # the optimizer of the latest train step (this task's trainer), for validation
 
     @classmethod
     def setup_task(cls, cfg: BPTTLMConfig, **kwargs):
@@ -324,9 +284,16 @@ class BPTTLMTask(FairseqTask):
         self.reset_stream_state(model, TRAIN)
 
     def begin_valid_epoch(self, epoch, model):
+        """Reset the validation stream; validate (and then save) NT-ASGD's average once it has started: an
+        optimizer with `swap_in_average_for_evaluation` (`--optimizer nt_asgd`) puts it into the model until its
+        next `zero_grad()`."""
         self.reset_stream_state(model, VALID)
+        swap_in = getattr(self._optimizer, "swap_in_average_for_evaluation", None)
+        if swap_in is not None:
+            swap_in(model)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        self._optimizer = optimizer
         if sample.get("block") == 0:
             self.reset_stream_state(model, TRAIN)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)

@@ -1,9 +1,23 @@
 """The benchmarks run and write the documented JSON (tiny sizes; no timing is asserted)."""
 
 import json
+import os
+
+import pytest
 
 from benchmarks.__main__ import main
-from tests.conftest import data_dir
+from examples.common import preprocess_wikitext
+from tests.conftest import data_dir, examples_in_process
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """WikiText-2 binarized once (fairseq-preprocess in this process) for the lm and eval benchmarks' --cache."""
+    path = str(tmp_path_factory.mktemp("wt2-bin"))
+    with examples_in_process():
+        preprocess_wikitext(data_dir("wikitext-2"), path)
+    assert os.path.isfile(os.path.join(path, "test.bin"))
+    return path
 
 
 def test_glt_bench_writes_rows(tmp_path):
@@ -31,9 +45,9 @@ def test_embedding_bench_writes_all_candidates(tmp_path):
     assert 0 < result["unique_per_batch"] <= 128
 
 
-def test_lm_bench_times_the_study_pairs(tmp_path):
+def test_lm_bench_times_the_study_pairs(tmp_path, cache):
     path = tmp_path / "lm.json"
-    main(["lm", "--data", data_dir("wikitext-2"), "--cache", str(tmp_path / "bin"), "--max-tokens", "256",
+    main(["lm", "--data", data_dir("wikitext-2"), "--cache", cache, "--max-tokens", "256",
           "--batches", "1", "--steps", "1", "--rounds", "1", "--map-dims", "64", "--json", str(path)])
     result = json.loads(path.read_text())
     assert set(result["ms_per_step"]) == {"define-64", "map-64"} and set(result["ratios"]) == {"define_64_vs_map_64"}
@@ -41,13 +55,13 @@ def test_lm_bench_times_the_study_pairs(tmp_path):
     assert params["define-64"] > params["map-64"]
 
 
-def test_eval_bench_reports_both_passes_and_the_table(tmp_path):
+def test_eval_bench_reports_both_passes_and_the_table(tmp_path, cache):
     path = tmp_path / "eval.json"
-    main(["eval", "--data", data_dir("wikitext-2"), "--cache", str(tmp_path / "bin"), "--map-dim", "64",
+    main(["eval", "--data", data_dir("wikitext-2"), "--cache", cache, "--map-dim", "64",
           "--max-tokens", "512", "--batches", "2", "--rounds", "1", "--json", str(path)])
     result = json.loads(path.read_text())
     assert set(result["ratios"]) == {"validation", "eval_lm", "eval_lm_exported_vs_map", "eval_lm_exported_vs_define"}
     assert set(result["ms"]) == {f"{p} {m}-64" for p in ("validation", "eval_lm") for m in ("define", "map")} | {
         "eval_lm exported-64"}  # the stock model that fairseq-define-export makes of define-64
-    vocab = sum(1 for _ in open(tmp_path / "bin" / "dict.txt")) + 4  # fairseq's 4 special symbols
+    vocab = sum(1 for _ in open(os.path.join(cache, "dict.txt"))) + 4  # fairseq's 4 special symbols
     assert result["inference_table"]["nbytes"] == vocab * 256 * 4  # V x m float32

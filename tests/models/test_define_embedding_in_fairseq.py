@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import fairseq_define.plugin  # noqa: F401  (registers the models in this process)
-from fairseq_define.modules.define_embedding import DefineEmbedding, TiedMapOutput
+from fairseq_define.modules.define_embedding import DefineEmbedding
+from fairseq_define.modules.tied_map_output import TiedMapOutput
 from fairseq_define.modules.define_unit import DefineUnit
 from fairseq_define.params import build_model, count_parts
 from tests import cli
@@ -151,9 +152,9 @@ def test_fairseq_optimizer_step_between_two_validation_lookups():
 
 
 def trained_checkpoint(wikitext, save_dir):
-    cli.run("train", wikitext, "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny",
+    cli.call("train", wikitext, "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny",
             "--tokens-per-sample", 64, "--max-tokens", 1024, "--optimizer", "adam", "--lr", 0.002, "--cpu",
-            "--max-update", 4, "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", 1)
+             "--max-update", 4, "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", 1)
     return os.path.join(save_dir, "checkpoint_last.pt")
 
 

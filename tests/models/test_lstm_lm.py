@@ -14,8 +14,9 @@ from fairseq.criterions.cross_entropy import CrossEntropyCriterion
 
 import fairseq_define.plugin  # noqa: F401  (registers the task, criteria, optimizer)
 import fairseq_define.models.lstm_lm  # noqa: F401  (registers define_lstm_lm and its archs)
-from fairseq_define.models.lstm_lm import DefineLSTMLanguageModel, IdentityBandProjection, TiedMapSoftmax
+from fairseq_define.models.lstm_lm import DefineLSTMLanguageModel, IdentityBandProjection
 from fairseq_define.modules.define_embedding import DefineEmbedding
+from fairseq_define.modules.tied_map_output import TiedMapOutput
 from fairseq_define.params import build_model, count_parts
 from fairseq_define.tasks.bptt_lm import BPTTLMConfig, BPTTLMTask
 from tests import cli
@@ -34,8 +35,8 @@ def data_dir(tmp_path_factory):
             for _ in range(lines):
                 start, length = rng.randrange(WORDS), rng.randint(3, 15)
                 f.write(" ".join(f"w{(start + i) % WORDS}" for i in range(length)) + "\n")
-    cli.run("preprocess", "--only-source", "--trainpref", root / "train.txt", "--validpref", root / "valid.txt",
-            "--testpref", root / "test.txt", "--destdir", root / "bin", "--workers", "1")
+    cli.call("preprocess", "--only-source", "--trainpref", root / "train.txt", "--validpref", root / "valid.txt",
+             "--testpref", root / "test.txt", "--destdir", root / "bin", "--workers", "1")
     return str(root / "bin")
 
 
@@ -120,7 +121,7 @@ def test_tiny_arch_is_small_and_tied(data_dir):
     decoder = model.decoder
     assert isinstance(model, DefineLSTMLanguageModel)
     assert isinstance(decoder.embed_tokens, DefineEmbedding) and decoder.embed_tokens.unit is not None
-    assert isinstance(decoder.output_projection, TiedMapSoftmax)
+    assert isinstance(decoder.output_projection, TiedMapOutput)
     assert decoder.output_projection.weight is decoder.embed_tokens.map.weight
     assert [layer.hidden_size for layer in decoder.lstm.layers] == [64, 32]
     counts = count_parts(model)
@@ -413,11 +414,10 @@ def test_cli_train_with_ar_tar_and_nt_asgd_then_eval_lm(data_dir, tmp_path):
     common = [data_dir, "--task", "bptt_lm", "--tokens-per-sample", 12, "--batch-size", 4, "--cpu",
               "--num-workers", 0]
     save = tmp_path / "ckpt"
-    out = cli.run("train", *common, "--arch", "define_awd_lstm_tiny", "--criterion", "ar_tar_cross_entropy",
-                  "--optimizer", "nt_asgd", "--lr", 5, "--lr-scheduler", "nt_asgd_trigger", "--clip-norm", 0.25,
-                  "--max-epoch", 2, "--save-dir", save, "--no-epoch-checkpoints", "--log-format", "json",
-                  "--log-interval", 1, "--seed", 1)
-    log = out.stdout + out.stderr
+    log = cli.call("train", *common, "--arch", "define_awd_lstm_tiny", "--criterion", "ar_tar_cross_entropy",
+                   "--optimizer", "nt_asgd", "--lr", 5, "--lr-scheduler", "nt_asgd_trigger", "--clip-norm", 0.25,
+                   "--max-epoch", 2, "--save-dir", save, "--no-epoch-checkpoints", "--log-format", "json",
+                   "--log-interval", 1, "--seed", 1)
     inner = json_lines(log, "ar")
     # AR is positive at every step; TAR (the change of h between steps) can round to 0 at fairseq's 4 decimals
     assert inner and all(float(x["ar"]) > 0 and float(x["tar"]) >= 0 for x in inner)
@@ -430,15 +430,15 @@ def test_cli_train_with_ar_tar_and_nt_asgd_then_eval_lm(data_dir, tmp_path):
     assert "decoder.embed_tokens.unit.layers.0.weight" in state["model"]
     assert state["cfg"]["model"]["_name"] == "define_awd_lstm_tiny"
 
-    out = cli.run("eval_lm", *common, "--path", save / "checkpoint_last.pt", "--gen-subset", "valid")
-    line = next(line for line in (out.stdout + out.stderr).splitlines() if "Loss (base 2)" in line)
+    out = cli.call("eval_lm", *common, "--path", save / "checkpoint_last.pt", "--gen-subset", "valid")
+    line = next(line for line in out.splitlines() if "Loss (base 2)" in line)
     assert float(line.split("Loss (base 2): ")[1].split(",")[0]) == pytest.approx(losses[-1], abs=2e-3)
 
 
 def test_cli_tiny_defaults_train_with_adam(data_dir, tmp_path):
     """The documented minimal command: only the data, the batch size and the run length besides the arch."""
-    out = cli.run("train", data_dir, "--task", "bptt_lm", "--arch", "define_awd_lstm_tiny", "--optimizer", "adam",
-                  "--lr", "1e-3", "--batch-size", 4, "--max-update", 3, "--save-dir", tmp_path / "ckpt",
-                  "--log-format", "json", "--log-interval", 1)
-    updates = [int(x["train_num_updates"]) for x in json_lines(out.stdout + out.stderr, "train_num_updates")]
+    out = cli.call("train", data_dir, "--task", "bptt_lm", "--arch", "define_awd_lstm_tiny", "--optimizer", "adam",
+                   "--lr", "1e-3", "--batch-size", 4, "--max-update", 3, "--save-dir", tmp_path / "ckpt",
+                   "--log-format", "json", "--log-interval", 1)
+    updates = [int(x["train_num_updates"]) for x in json_lines(out, "train_num_updates")]
     assert updates and updates[-1] == 3

@@ -263,8 +263,8 @@ def binarize(root, splits):
     for split, lines in splits.items():
         with open(os.path.join(root, f"{split}.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")
-    cli.run("preprocess", "--only-source", "--trainpref", os.path.join(root, "train.txt"), "--validpref",
-            os.path.join(root, "valid.txt"), "--destdir", os.path.join(root, "bin"), "--workers", 1)
+    cli.call("preprocess", "--only-source", "--trainpref", os.path.join(root, "train.txt"), "--validpref",
+             os.path.join(root, "valid.txt"), "--destdir", os.path.join(root, "bin"), "--workers", 1)
     return os.path.join(root, "bin")
 
 
@@ -274,9 +274,9 @@ def valid_losses(log):
 
 
 def eval_lm_loss(data, checkpoint, *flags):
-    out = cli.run("eval_lm", data, "--task", "bptt_lm", "--path", checkpoint, "--gen-subset", "valid", "--cpu",
-                  "--num-workers", 0, *flags)
-    return float(re.search(r"Loss \(base 2\): ([\d.]+)", out.stdout + out.stderr).group(1))
+    out = cli.call("eval_lm", data, "--task", "bptt_lm", "--path", checkpoint, "--gen-subset", "valid", "--cpu",
+                   "--num-workers", 0, *flags)
+    return float(re.search(r"Loss \(base 2\): ([\d.]+)", out).group(1))
 
 
 TRAIN = ["--task", "bptt_lm", "--arch", "define_transformer_xl_tiny", "--optimizer", "adam", "--lr", "1e-3"]
@@ -291,10 +291,10 @@ def periodic(tmp_path_factory):
     line = " ".join(rng.choice([f"w{i}" for i in range(6)]) for _ in range(37))
     data = binarize(root, {"train": [line] * 110, "valid": [line] * 12})
     save = os.path.join(root, "ckpt")
-    out = cli.run("train", data, *TRAIN, "--tokens-per-sample", 8, "--batch-size", 4, "--max-epoch", 2,
-                  "--save-dir", save, "--no-epoch-checkpoints", "--cpu", "--num-workers", 0, "--seed", 1,
-                  "--log-format", "json", "--log-interval", 50)
-    return data, os.path.join(save, "checkpoint_last.pt"), out.stdout + out.stderr
+    log = cli.call("train", data, *TRAIN, "--tokens-per-sample", 8, "--batch-size", 4, "--max-epoch", 2,
+                   "--save-dir", save, "--no-epoch-checkpoints", "--cpu", "--num-workers", 0, "--seed", 1,
+                   "--log-format", "json", "--log-interval", 50)
+    return data, os.path.join(save, "checkpoint_last.pt"), log
 
 
 def test_cli_trains_and_eval_lm_memory_lowers_perplexity(periodic):
@@ -321,10 +321,9 @@ def test_cli_trains_with_the_defaults_bands_and_define_bptt_nll(tmp_path):
     lines["train"].append(" ".join(words))  # every word in the dictionary
     data = binarize(str(tmp_path), lines)
     save = tmp_path / "ckpt"
-    out = cli.run("train", data, *TRAIN, "--criterion", "define_bptt_nll", "--batch-size", 2, "--max-update", 3,
-                  "--save-dir", save, "--no-epoch-checkpoints", "--cpu", "--num-workers", 0, "--seed", 1,
-                  "--log-format", "json", "--log-interval", 1, "--disable-validation")
-    log = out.stdout + out.stderr
+    log = cli.call("train", data, *TRAIN, "--criterion", "define_bptt_nll", "--batch-size", 2, "--max-update", 3,
+                   "--save-dir", save, "--no-epoch-checkpoints", "--cpu", "--num-workers", 0, "--seed", 1,
+                   "--log-format", "json", "--log-interval", 1, "--disable-validation")
     assert "cutoffs=[2000]" in log  # 2000 kept, 10000 dropped: a two-band softmax
     inner = [json.loads(line.split("| ")[-1]) for line in log.splitlines()
              if '"loss"' in line and '"ppl"' in line and '"num_updates"' in line]  # train_inner lines
@@ -342,9 +341,9 @@ def test_cli_interactive_samples_with_incremental_memory(periodic):
 
     data, checkpoint, _ = periodic
     prompt = open(os.path.join(os.path.dirname(data), "valid.txt")).readline().split()[:5]
-    out = cli.run("interactive", data, "--task", "language_modeling", "--path", checkpoint, "--cpu", "--beam", 2,
-                  "--max-len-b", 16, stdin=" ".join(prompt) + "\n")
-    lines = (out.stdout + out.stderr).splitlines()
+    out = cli.call("interactive", data, "--task", "language_modeling", "--path", checkpoint, "--cpu", "--beam", 2,
+                   "--max-len-b", 16, stdin=" ".join(prompt) + "\n")
+    lines = out.splitlines()
     words = next(line for line in lines if line.startswith("H-0")).split("\t")[2].split()
     scores = torch.tensor([float(x) for x in next(line for line in lines if line.startswith("P-0")).split("\t")[1]
                            .split()])
@@ -360,9 +359,9 @@ def test_cli_interactive_samples_with_incremental_memory(periodic):
 
 
 def interactive_hypothesis(data, checkpoint, task, prompt):
-    out = cli.run("interactive", data, "--task", task, "--path", checkpoint, "--cpu", "--beam", 2, "--max-len-b", 16,
-                  stdin=" ".join(prompt) + "\n")
-    lines = (out.stdout + out.stderr).splitlines()
+    out = cli.call("interactive", data, "--task", task, "--path", checkpoint, "--cpu", "--beam", 2, "--max-len-b", 16,
+                   stdin=" ".join(prompt) + "\n")
+    lines = out.splitlines()
     return (next(line for line in lines if line.startswith("H-0")).split("\t")[1:],
             next(line for line in lines if line.startswith("P-0")).split("\t")[1])
 

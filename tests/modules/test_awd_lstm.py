@@ -115,6 +115,20 @@ def test_locked_dropout_scales_kept_entries():
     torch.testing.assert_close(y[kept], x[kept] / 0.75)
 
 
+def test_locked_dropout_is_the_hand_written_mask_drawn_as_before():
+    """F.dropout1d over the channels of x [B, C, T] draws the [B, C] mask in the order the hand-written [B, 1, C]
+    mask (the code before it) did: the same seed gives the identical output and gradient."""
+    x = torch.randn(3, 7, 5, requires_grad=True)
+    torch.manual_seed(3)
+    y = LockedDropout(0.3).train()(x)
+    torch.manual_seed(3)
+    by_hand = x * (x.new_empty(3, 1, 5).bernoulli_(0.7) / 0.7)
+    assert torch.equal(y, by_hand)
+    (gy,) = torch.autograd.grad(y.sum(), x)
+    (gh,) = torch.autograd.grad(by_hand.sum(), x)
+    assert torch.equal(gy, gh)
+
+
 # ---- embedding dropout --------------------------------------------------------------------------------------------
 
 

@@ -304,13 +304,16 @@ def test_softmax_rejects_bad_arguments():
 
 
 # ---------------------------------------------------------------- no fairseq
-@pytest.mark.parametrize("name", ["transformer_xl", "tied_adaptive_softmax"])
-def test_modules_are_pure_torch(name):
+def test_modules_are_pure_torch():
+    """Each file runs on its own without importing fairseq (one fresh process for all)."""
     import fairseq_define.modules as modules
 
-    path = os.path.join(os.path.dirname(modules.__file__), f"{name}.py")
+    folder = os.path.dirname(modules.__file__)
+    paths = [os.path.join(folder, f"{name}.py") for name in
+             ("transformer_xl", "tied_adaptive_softmax", "tied_map_output", "stream_state")]
     code = ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('m', {path!r})\n"
-            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            f"for path in {paths!r}:\n"
+            "    spec = importlib.util.spec_from_file_location('m', path)\n"
+            "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
             "assert not any(m.split('.')[0] == 'fairseq' for m in sys.modules), 'fairseq imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,14 +13,9 @@ from omegaconf import OmegaConf
 from fairseq.optim import build_optimizer
 from fairseq.optim.lr_scheduler import build_lr_scheduler
 from fairseq.optim.sgd import SGD as FairseqSGD
-from fairseq_define.optim.nt_asgd import (
-    NTASGD,
-    FairseqNTASGD,
-    NTASGDTrigger,
-    active_optimizer,
-    nonmono_trigger,
-    swap_in_average_for_evaluation,
-)
+from fairseq.data import Dictionary
+from fairseq_define.optim.nt_asgd import NTASGD, FairseqNTASGD, NTASGDTrigger, nonmono_trigger
+from fairseq_define.tasks.bptt_lm import BPTTLMConfig, BPTTLMTask
 
 LOSSES = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.9]
 
@@ -186,7 +181,6 @@ def test_fairseq_registration_and_constant_lr():
     opt, sched = build_fairseq(model, lr=0.25, nonmono=3)
     assert isinstance(opt, FairseqNTASGD) and isinstance(sched, NTASGDTrigger)
     assert opt.optimizer.nonmono == 3 and opt.get_lr() == 0.25
-    assert active_optimizer() is opt.optimizer
     opt.set_lr(1.0)
     assert sched.step_update(10) == 0.25 and opt.get_lr() == 0.25
     with pytest.raises(ValueError):
@@ -232,8 +226,8 @@ def test_fairseq_cycle_validates_and_saves_the_average_and_resumes_the_raw_traje
     for epoch, (batches, val) in enumerate(zip(epochs, val_losses), 1):
         run_epoch(model, opt, batches, iterates)
         raw = snapshot(model)
-        model.eval()  # validation: the criterion calls the swap-in when it scores an eval-mode model
-        swapped = swap_in_average_for_evaluation(model)
+        model.eval()  # validation: bptt_lm's begin_valid_epoch calls the swap-in
+        swapped = opt.swap_in_average_for_evaluation(model)
         assert swapped == (epoch > 3)
         if swapped:
             assert_params(model, mean(iterates))  # validation sees the mean of the iterates since the trigger
@@ -269,8 +263,49 @@ def test_swap_in_for_evaluation_ignores_other_models():
     opt, _ = build_fairseq(model)
     opt.optimizer.start_averaging()
     train_step(model, opt, *make_batches(1)[0])
-    assert not swap_in_average_for_evaluation(make_model(seed=5))
+    assert not opt.swap_in_average_for_evaluation(make_model(seed=5))
     assert not opt.optimizer.is_swapped_in
-    assert swap_in_average_for_evaluation(model)
+    assert opt.swap_in_average_for_evaluation(model)
     opt.zero_grad()
     assert not opt.optimizer.is_swapped_in
+
+
+class FairseqLike(nn.Module):
+    """make_model's network with what fairseq's task.train_step calls on a model."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.net = make_model(seed)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def set_num_updates(self, num_updates):
+        pass
+
+
+def test_the_task_validates_the_average_of_its_own_trainers_optimizer():
+    """Two trainers in one process: bptt_lm's begin_valid_epoch swaps in the average of the optimizer its own
+    train steps used, never the other's (no process-global optimizer)."""
+    runs = []
+    for seed in (0, 1):
+        model = FairseqLike(seed)
+        opt, _ = build_fairseq(model, nonmono=1)
+        opt.optimizer.start_averaging()
+        task = BPTTLMTask(BPTTLMConfig(data="unused", tokens_per_sample=5), Dictionary())
+        runs.append((model, opt, task))
+    for model, opt, task in runs:
+        x, y = make_batches(1, seed=7)[0]
+        opt.zero_grad()
+        task.train_step({"x": x, "y": y}, model, lambda m, s: (F.mse_loss(m(s["x"]), s["y"]), 1, {}), opt, 0)
+        opt.step()
+    for (model, opt, task), (_, other, _) in zip(runs, runs[::-1]):
+        raw = snapshot(model)
+        model.eval()
+        task.begin_valid_epoch(1, model)
+        assert opt.optimizer.is_swapped_in and not other.optimizer.is_swapped_in
+        opt.zero_grad()
+        assert_params(model, raw)
+    plain_task = BPTTLMTask(BPTTLMConfig(data="unused", tokens_per_sample=5), Dictionary())
+    plain_task.begin_valid_epoch(1, runs[0][0])  # before any train step: nothing to swap in
+    assert not runs[0][1].optimizer.is_swapped_in

@@ -7,7 +7,7 @@ import torch.nn as nn
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import FairseqDecoder, FairseqLanguageModel, register_model
 
-from fairseq_define.tasks.bptt_lm import StreamStateMixin
+from fairseq_define.modules.stream_state import StreamStateMixin
 
 
 class StreamLSTMDecoder(StreamStateMixin, FairseqDecoder):

@@ -19,15 +19,9 @@ import torch.nn.functional as F
 from fairseq.criterions.cross_entropy import CrossEntropyCriterion
 from fairseq.data import data_utils
 
-from fairseq_define.tasks.bptt_lm import (
-    BPTTLMConfig,
-    BPTTLMTask,
-    StreamStateMixin,
-    TokenStream,
-    concatenate_items,
-    row_layout,
-)
-from tests.cli import run
+from fairseq_define.modules.stream_state import StreamStateMixin
+from fairseq_define.tasks.bptt_lm import BPTTLMConfig, BPTTLMTask, TokenStream, concatenate_items, row_layout
+from tests.cli import call
 from tests.conftest import REPO_ROOT
 from tests.tasks.stream_lstm import StreamLSTMConfig, StreamLSTMLanguageModel
 
@@ -41,8 +35,8 @@ def data_dir(tmp_path_factory):
         with open(root / f"{split}.txt", "w") as f:
             for _ in range(lines):
                 f.write(" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))) + "\n")
-    run("preprocess", "--only-source", "--trainpref", root / "train.txt", "--validpref", root / "valid.txt",
-        "--destdir", root / "bin", "--workers", "1")
+    call("preprocess", "--only-source", "--trainpref", root / "train.txt", "--validpref", root / "valid.txt",
+         "--destdir", root / "bin", "--workers", "1")
     return str(root / "bin")
 
 
@@ -245,27 +239,22 @@ def test_stateful_blocks_equal_whole_rows_and_eval_lm(data_dir):
 
 def test_fairseq_train_and_eval_lm_cli_agree(data_dir, tmp_path):
     """fairseq-train (1 epoch) then fairseq-eval-lm on its checkpoint: eval-lm reproduces the validation loss."""
-    plugin = tmp_path / "bptt_test_plugin"
-    plugin.mkdir()
-    (plugin / "__init__.py").write_text(
-        f"import sys\nsys.path.insert(0, {REPO_ROOT!r})\nimport fairseq_define.tasks.bptt_lm\n"
-        "import tests.tasks.stream_lstm\n")
-    common = [data_dir, "--user-dir", plugin, "--task", "bptt_lm", "--tokens-per-sample", "6", "--cpu",
-              "--num-workers", "0", "--batch-size", "3"]
+    import tests.tasks.stream_lstm  # noqa: F401  (registers the bptt_test_lstm model)
+
+    common = [data_dir, "--task", "bptt_lm", "--tokens-per-sample", "6", "--cpu", "--num-workers", "0",
+              "--batch-size", "3"]
     save = tmp_path / "ckpt"
-    out = run("train", *common, "--arch", "bptt_test_lstm", "--optimizer", "adam", "--lr", "0.01",
-              "--max-epoch", "1", "--save-dir", save, "--no-epoch-checkpoints", "--log-format", "json",
-              "--log-interval", "1", "--seed", "1", user_dir=False)
-    valid = [json.loads(line.split("| ")[-1]) for line in (out.stdout + out.stderr).splitlines()
-             if '"valid_loss"' in line]
+    log = call("train", *common, "--arch", "bptt_test_lstm", "--optimizer", "adam", "--lr", "0.01",
+               "--max-epoch", "1", "--save-dir", save, "--no-epoch-checkpoints", "--log-format", "json",
+               "--log-interval", "1", "--seed", "1")
+    valid = [json.loads(line.split("| ")[-1]) for line in log.splitlines() if '"valid_loss"' in line]
     assert len(valid) == 1
     _, n_train = split_tokens(make_task(data_dir, 6), "train")
-    epoch_end = [json.loads(line.split("| ")[-1]) for line in (out.stdout + out.stderr).splitlines()
-                 if '"train_num_updates"' in line]
+    epoch_end = [json.loads(line.split("| ")[-1]) for line in log.splitlines() if '"train_num_updates"' in line]
     longest_row = -(-n_train // 3)
     assert int(epoch_end[-1]["train_num_updates"]) == -(-longest_row // 6)  # one update per block of 6 columns
-    out = run("eval_lm", *common, "--path", save / "checkpoint_last.pt", "--gen-subset", "valid", user_dir=False)
-    line = next(line for line in (out.stdout + out.stderr).splitlines() if "Loss (base 2)" in line)
+    out = call("eval_lm", *common, "--path", save / "checkpoint_last.pt", "--gen-subset", "valid")
+    line = next(line for line in out.splitlines() if "Loss (base 2)" in line)
     eval_loss = float(line.split("Loss (base 2): ")[1].split(",")[0])
     assert eval_loss == pytest.approx(float(valid[0]["valid_loss"]), abs=1e-3)
 
@@ -316,32 +305,53 @@ def recorder(tmp_path):
     return str(plugin), read
 
 
-def train_recorded(plugin, record, *flags, rank=None):
-    """fairseq-train FLAGS with the recording plugin, batches recorded to RECORD.<rank>; returns the process
-    (started, not waited for) if `rank` is given (distributed runs), else its output (checked)."""
+def train_recorded(plugin, record, *flags, rank):
+    """fairseq-train FLAGS --distributed-rank RANK as a command line with the recording plugin, batches recorded
+    to RECORD.<rank>; returns the process (started, not waited for)."""
     env = dict(os.environ, BPTT_RECORD=str(record), PYTHONWARNINGS="ignore")
     command = [sys.executable, "-m", "fairseq_cli.train", *map(str, flags), "--user-dir", plugin]
-    if rank is not None:
-        return subprocess.Popen(command + ["--distributed-rank", str(rank)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env)
-    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out.stdout + out.stderr
+    return subprocess.Popen(command + ["--distributed-rank", str(rank)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def test_resume_from_a_mid_epoch_checkpoint_continues_the_stream(data_dir, tmp_path, recorder):
+@pytest.fixture
+def recorded(monkeypatch):
+    """train(name, *flags): fairseq-train FLAGS in this process, bptt_lm's train_step recording every batch under
+    `name` (as the RECORDER plugin does for the subprocesses); returns the log. records[name]: the batches."""
+    records = {}
+    current = []
+    original = BPTTLMTask.train_step
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        loss, sample_size, log = original(self, sample, model, criterion, optimizer, update_num, ignore_grad)
+        records.setdefault(current[-1], []).append(
+            {"update": int(update_num), "block": int(sample["block"]), "dummy": bool(ignore_grad),
+             "src": sample["net_input"]["src_tokens"].tolist(), "tgt": sample["target"].tolist(),
+             "ntokens": int(sample["ntokens"]), "loss": float(loss)})
+        return loss, sample_size, log
+
+    monkeypatch.setattr(BPTTLMTask, "train_step", train_step)
+
+    def train(name, *flags):
+        current.append(name)
+        return call("train", *flags)
+
+    return train, records
+
+
+def test_resume_from_a_mid_epoch_checkpoint_continues_the_stream(data_dir, tmp_path, recorded):
     """Train 5 updates (a checkpoint every 2 and at the stop, mid-epoch), resume to 9: the resumed run trains on
     batches 5..8, its first batch continues each row of the last batch before the stop, and (no memory, no
     dropout: each update depends only on its batch and the restored weights / Adam state) its losses equal those
     of an uninterrupted 9-update run."""
-    plugin, read = recorder
+    train, records = recorded
     flags = [data_dir, *TXL, "--mem-len", 0, "--dropout", 0, "--save-interval-updates", 2]
-    train_recorded(plugin, tmp_path / "whole", *flags, "--max-update", 9, "--save-dir", tmp_path / "whole_ckpt")
+    train("whole", *flags, "--max-update", 9, "--save-dir", tmp_path / "whole_ckpt")
     save = tmp_path / "ckpt"
-    train_recorded(plugin, tmp_path / "first", *flags, "--max-update", 5, "--save-dir", save)
-    log = train_recorded(plugin, tmp_path / "resumed", *flags, "--max-update", 9, "--save-dir", save)
+    train("first", *flags, "--max-update", 5, "--save-dir", save)
+    log = train("resumed", *flags, "--max-update", 9, "--save-dir", save)
     assert "Loaded checkpoint" in log and "(epoch 1 @ 5 updates)" in log
-    whole, first, resumed = read("whole"), read("first"), read("resumed")
+    whole, first, resumed = records["whole"], records["first"], records["resumed"]
     pad = BPTTLMTask.setup_task(BPTTLMConfig(data=data_dir, tokens_per_sample=5)).dictionary.pad()
     n_blocks = len(epoch_samples(make_task(data_dir, 5), "train", rows=3))
     assert n_blocks > 9  # the stop (5) and the end (9) are mid-epoch
