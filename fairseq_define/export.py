@@ -111,7 +111,7 @@ def untied_adaptive_softmax(softmax: nn.Module, factor: float) -> Dict[str, torc
 def output_layer(decoder: nn.Module, factor: float) -> Tuple[Dict[str, torch.Tensor], int, str]:
     """(decoder state of the stock output layer, decoder_output_dim, description): project_out_dim and
     output_projection or adaptive_softmax, computing what the DeFINE decoder's output layer computes."""
-    from fairseq_define.modules.define_embedding import TiedMapOutput
+    from fairseq_define.modules.tied_map_output import TiedMapOutput
 
     m = decoder.embed_dim
     project = decoder.project_out_dim.weight if decoder.project_out_dim is not None else None  # [out, m]

@@ -108,6 +108,8 @@ def build_model_and_config(argv, device="meta"):
         fairseq_task = tasks.setup_task(cfg.task)
         with torch.device(device):
             model = fairseq_task.build_model(cfg.model)
+        if isinstance(cfg.model, argparse.Namespace):  # a legacy (add_args) architecture, e.g. translation's
+            return model, fairseq_task, dict(vars(cfg.model))
         return model, fairseq_task, OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
 
 

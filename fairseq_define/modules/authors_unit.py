@@ -63,6 +63,8 @@ def authors_layers(config: DefineConfig, output_dim: int) -> List[AuthorsLayerSp
     G = config.max_groups and the model width m = output_dim; p = m // 2. Raises a one-line ValueError naming the
     flags for widths the authors' code could not build (their GroupLinear calls exit(-1))."""
     p, k, depth, m = output_dim // 2, config.expand_dim, config.depth, output_dim
+    if p < 1:
+        raise config.error("transform", f"needs a model width m >= 2 (its input layer is m // 2 wide), got m = {m}")
     groups = authors_groups(depth, config.max_groups)
     for layer, g in enumerate(groups, start=1):
         if p % g:
@@ -91,9 +93,8 @@ class AuthorsDefineUnit(nn.Module):
         super().__init__()
         if not config.is_authors:
             raise ValueError(f"AuthorsDefineUnit needs {config.flag('transform')}=authors, got {config.transform}")
-        if not isinstance(output_dim, int) or output_dim < 2:
-            raise ValueError(f"output_dim={output_dim!r} must be an integer >= 2 (the authors' unit projects to "
-                             f"m // 2)")
+        if not isinstance(output_dim, int):
+            raise ValueError(f"output_dim={output_dim!r} must be an integer")
         self.input_dim, self.expand_dim, self.output_dim = config.unit_input_dim, config.expand_dim, output_dim
         self.proj_dim = output_dim // 2
         self.specs = authors_layers(config, output_dim)

@@ -37,7 +37,9 @@ def test_embedding_bench_writes_all_candidates(tmp_path):
           "--map-dim", "32", "--expand-dim", "64", "--embed-dim", "32", "--rounds", "1", "--json", str(path)])
     result = json.loads(path.read_text())
     assert set(result["ms"]) == {"define", "define_no_dedupe", "reference_define", "map_only", "adaptive_input",
-                                 "embedding", "define_cached_eval", "embedding_eval"}
+                                 "embedding", "define_cached_eval", "embedding_eval", "define_cached_step",
+                                 "bare_table_step"}
+    assert "define_cached_step_vs_bare_table_step" in result["ratios"]  # the cost of the staleness check
     assert set(result["params"]) == {"define", "define_no_dedupe", "reference_define", "map_only", "adaptive_input",
                                      "embedding"}
     assert result["params"]["define"] > result["params"]["map_only"]

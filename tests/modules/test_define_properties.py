@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from fairseq_define.modules.authors_unit import authors_layers
 from fairseq_define.modules.define_config import ACTIVATIONS, NORMS, OUTPUT_SCALES, TRANSFORMS, DefineConfig
 from fairseq_define.modules.define_embedding import DefineEmbedding
 
@@ -28,17 +29,30 @@ def valid_embeddings(draw):
                   depth=draw(st.integers(1, 4)), expand_dim=width + 8 * g_max * draw(st.integers(0, 4)),
                   norm=draw(st.sampled_from(NORMS)), activation=draw(st.sampled_from(ACTIVATIONS)),
                   reduce_skip=draw(st.booleans()), output_scale=draw(st.sampled_from(OUTPUT_SCALES)),
-                  unit_lr_scale=draw(st.sampled_from([1.0, 0.3])), cache_chunk=draw(st.integers(1, 64)))
+                  unit_lr_scale=draw(st.sampled_from([1.0, 0.3, "fan-in"])), cache_chunk=draw(st.integers(1, 64)))
+    config["residual"] = config["transform"] != "none" and draw(st.booleans())
+    V, m = draw(st.integers(5, 60)), draw(st.integers(1, 48))
     try:
         cfg = DefineConfig(**config)
+        if cfg.is_authors:
+            authors_layers(cfg, m)
     except ValueError:  # a width the schedule's groups do not divide: not this strategy's business
         assume(False)
-    return draw(st.integers(5, 60)), draw(st.integers(1, 48)), cfg
+    return V, m, cfg
 
 
 def unit_formula(cfg: DefineConfig, m: int) -> int:
     """Parameters of the unit from its schedule: per HGT layer in*out/g weights, out biases, 2*out/g LayerNorm;
-    Reduce (k [+ d]) * m + m."""
+    Reduce (k [+ d]) * m + m. The authors' unit: an input layer d -> m // 2 and an output layer (m + m // 2) -> m
+    around its layers, each with a LayerNorm of its output width."""
+    ln = 2 if cfg.norm == "ln" else 0
+    if cfg.is_authors:
+        p = m // 2
+        total = cfg.unit_input_dim * p + p + ln * p + (m + p) * m + m + ln * m
+        for spec in authors_layers(cfg, m):
+            total += spec.in_features * spec.out_features // spec.groups + spec.out_features
+            total += ln * spec.out_features // spec.groups
+        return total
     total = 0
     for spec in cfg.schedule():
         total += spec.in_features * spec.out_features // spec.groups + spec.out_features
@@ -66,7 +80,9 @@ def test_counted_parameters_equal_the_accounting_and_the_schedules_formula(args,
     assert counted == sum(row["params"] for row in emb.accounting())
     n, d = cfg.map_dim, cfg.unit_input_dim
     expected = V * n + (n * d if d != n else 0)
-    expected += unit_formula(cfg, m) if cfg.has_unit else (d * m if d != m else 0)
+    expected += unit_formula(cfg, m) if cfg.has_unit else 0
+    if not cfg.has_unit or cfg.residual:  # the control's path: d -> m when d != m (and the gate)
+        expected += (d * m if d != m else 0) + (m if cfg.residual else 0)
     assert counted == expected
 
 
