@@ -68,6 +68,7 @@ ROWS = {
                                                "--share-decoder-input-output-embed"]},
     "define-64-n-space": map_row(64, d=64, unit=UNIT),
     "authors-256": map_row(256, unit=[*AUTHORS_UNIT, "--define-unit-lr-scale", "0.3"]),
+    "authors-128": map_row(128, unit=[*AUTHORS_UNIT, "--define-unit-lr-scale", "0.3"]),
     "authors-64": map_row(64, unit=[*AUTHORS_UNIT, "--define-unit-lr-scale", "0.3"]),
 }
 # Short matched runs at n = 256 and 64 (same recipe, --max-update 1000 = one epoch, gradient norms per part recorded):
@@ -97,11 +98,13 @@ DIAGNOSIS = {
     **{f"{name}-{n}{suffix}": map_row(n, unit=[*unit, *options])
        for name, unit in (("define", PLAIN_UNIT), ("linear", LINEAR_UNIT), ("authors", AUTHORS_UNIT))
        for n in (256, 64) if name != "linear" or n == 256
-       for suffix, options in (("", []), ("-fan-in", ["--define-unit-lr-scale", "fan-in"]),
+       for suffix, options in (("", []), ("-unit-lr0.3", ["--define-unit-lr-scale", "0.3"]),
+                               ("-fan-in", ["--define-unit-lr-scale", "fan-in"]),
                                ("-residual", ["--define-residual"]),
                                ("-residual-unit-lr0.3", ["--define-residual", "--define-unit-lr-scale", "0.3"]),
                                ("-residual-fan-in", ["--define-residual", "--define-unit-lr-scale", "fan-in"]))
-       if f"{name}-{n}{suffix}" not in ("define-256", "define-64", "linear-256")},
+       if f"{name}-{n}{suffix}" not in ("define-256", "define-64", "linear-256", "define-256-unit-lr0.3",
+                                          "define-64-unit-lr0.3", "linear-256-unit-lr0.3")},
 }
 STUDIES = {"main": (ROWS, 2000), "diagnosis": (DIAGNOSIS, 1000)}
 
