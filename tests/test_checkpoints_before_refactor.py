@@ -1,5 +1,6 @@
 """Checkpoints written before the refactor of issue #27 (tests/fixtures/v2, made by its make_fixture.py with that
-code) load into today's models and score the fixed tokens identically."""
+code) load into today's models and score the fixed tokens identically, up to float32 rounding (1e-5, as the v1
+fixture's test: the kernels' summation order depends on the machine and its thread count)."""
 
 import os
 
@@ -23,4 +24,4 @@ def test_checkpoint_before_the_refactor_loads_and_scores_identically(name):
     with torch.no_grad():
         lprobs = model.get_normalized_probs(model(expected["tokens"]), log_probs=True)
     assert lprobs.shape == (2, 10, 24)
-    torch.testing.assert_close(lprobs, expected[name], rtol=0, atol=1e-6)
+    torch.testing.assert_close(lprobs, expected[name], rtol=0, atol=1e-5)
