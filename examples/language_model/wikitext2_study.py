@@ -43,6 +43,9 @@ LINEAR_UNIT = [*PLAIN_UNIT, "--define-transform", "linear", "--define-depth", "1
 # the model without the sqrt(m) scale. The unit's dropouts stay at 0, as in the define-n rows.
 AUTHORS_UNIT = ["--define-transform", "authors", "--define-expand-dim", "1024", "--define-depth", "3",
                 "--define-max-groups", "32", "--define-norm", "ln", "--define-activation", "swish"]
+# The recommended unit (issue #23's verdict, chosen on the diagnosis rows' validation perplexity): the authors' unit
+# with each weight matrix's Adam step at min(1, d / fan-in) (--define-unit-lr-scale fan-in).
+RECOMMENDED_UNIT = [*AUTHORS_UNIT, "--define-unit-lr-scale", "fan-in"]
 RECIPE = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.003", "--lr-scheduler", "cosine",
           "--warmup-updates", "100", "--warmup-init-lr", "1e-7", "--clip-norm", "1.0", "--max-tokens", "2048",
           "--cpu", "--seed", "1", "--log-format", "simple", "--log-interval", "50", "--no-epoch-checkpoints",
@@ -70,6 +73,8 @@ ROWS = {
     "authors-256": map_row(256, unit=[*AUTHORS_UNIT, "--define-unit-lr-scale", "0.3"]),
     "authors-128": map_row(128, unit=[*AUTHORS_UNIT, "--define-unit-lr-scale", "0.3"]),
     "authors-64": map_row(64, unit=[*AUTHORS_UNIT, "--define-unit-lr-scale", "0.3"]),
+    # the recipe the diagnosis chose on validation (issue #23): the authors' unit, each matrix's step by fan-in
+    **{f"authors-{n}-fan-in": map_row(n, unit=RECOMMENDED_UNIT) for n in (256, 128, 64)},
 }
 # Short matched runs at n = 256 and 64 (same recipe, --max-update 1000 = one epoch, gradient norms per part recorded):
 # what holds DeFINE back. `recipe` flags come after RECIPE's, so they win.
