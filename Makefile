@@ -8,8 +8,10 @@ VENV    ?= .venv
 TORCH   ?= torch==2.13.0
 FAIRSEQ ?= fairseq-fixed==0.12.3.1
 RUFF_VERSION := 0.17.6
-# what the tests need besides pytest (property-based tests)
-TEST_DEPS ?= hypothesis==6.170.17
+# what the tests need besides pytest: property-based tests, and test files spread over the cores
+TEST_DEPS ?= hypothesis==6.170.17 pytest-xdist==3.8.0
+# pytest workers for `make test` (each takes whole test files, so a file's shared fixtures are built once)
+TEST_WORKERS ?= auto
 DATA    ?= ../shared/data/wikitext-2
 BENCH_DIR ?= bench-results
 
@@ -46,7 +48,7 @@ lint:
 	$(PY) -m ruff check .
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: install
 	mkdir -p $(BENCH_DIR)

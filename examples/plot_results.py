@@ -6,7 +6,8 @@ For each study folder RESULTS/STUDY (`STUDIES`: lm_wikitext2, lm_wikitext2_diagn
 with runs NAME/{train.log,result.json}:
 writes OUT/STUDY_valid_ppl.png (valid perplexity against updates and against training wall time, every run) and
 OUT/STUDY_params.png (parameters split into map, DeFINE, context and output), OUT/STUDY_grad_norms.png (per-part
-gradient norms of the runs that recorded them), and prints the table in Markdown.
+gradient norms of the runs that recorded them), OUT/STUDY_FIGURE.png for each `FOCUS` entry (the valid curves of a
+few runs), and prints the table in Markdown.
 """
 
 import argparse
@@ -21,6 +22,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STUDIES = ("lm_wikitext2", "lm_wikitext2_diagnosis", "txl_wikitext2", "lstm_wikitext2")
+# Figures of a few runs of a study, beside the one of every run: (study, figure name, runs).
+FOCUS = [("lm_wikitext2_diagnosis", "start_and_steps",
+          ["map-256", "define-256", "define-256-unit-lr0.3", "define-256-fan-in", "define-256-residual",
+           "define-256-residual-fan-in", "authors-256", "authors-256-unit-lr0.3", "authors-256-fan-in",
+           "authors-256-residual", "map-64", "authors-64", "authors-64-unit-lr0.3"])]
 # (the criterions of the bptt_lm studies log nll_loss, ar, tar between loss and ppl; ppl is the NLL's)
 VALID = re.compile(r"^(?:(\S+ \S+) \| INFO \| valid \| |INFO:valid:)"
                    r"epoch \d+ \| valid on 'valid' subset \| loss [\d.]+ \| "
@@ -54,7 +60,7 @@ def finished_runs(study_dir):
     return {name: json.load(open(os.path.join(study_dir, name, "result.json"))) for name in names}
 
 
-def plot_curves(study, study_dir, runs, out_dir):
+def plot_curves(study, study_dir, runs, out_dir, figure="valid_ppl"):
     fig, (by_update, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax in (by_update, by_time):
         ax.set_prop_cycle(color=plt.cm.tab20.colors)  # up to 20 runs, each its own colour
@@ -73,7 +79,7 @@ def plot_curves(study, study_dir, runs, out_dir):
     for ax in (by_update, by_time):
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    path = os.path.join(out_dir, f"{study}_valid_ppl.png")
+    path = os.path.join(out_dir, f"{study}_{figure}.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -142,6 +148,8 @@ def main(argv=None):
             continue
         written = [plot_curves(study, study_dir, runs, args.out), plot_params(study, runs, args.out),
                    plot_grad_norms(study, study_dir, runs, args.out)]
+        written += [plot_curves(study, study_dir, {name: runs[name] for name in names if name in runs}, args.out,
+                                figure) for focus_study, figure, names in FOCUS if focus_study == study]
         written = [path for path in written if path]
         print(f"## {study}\n\nwrote {', '.join(written)}\n\n{markdown_table(runs)}\n")
 

@@ -35,6 +35,7 @@ def _cli_main(tool, argv, stdin=None) -> str:
     import fairseq_define.plugin  # noqa: F401  (fairseq's registries are per process: register once)
 
     module = importlib.import_module("fairseq_cli." + tool)
+    _forget_earlier_runs()
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
@@ -55,6 +56,19 @@ def _cli_main(tool, argv, stdin=None) -> str:
             extra.close()
         root.level, _, sys.argv, sys.stdin = saved
     return out.getvalue()
+
+
+def _forget_earlier_runs():
+    """What a fresh process starts without: fairseq keeps the best validation loss seen (which decides whether
+    checkpoint_best.pt is written) and the early-stopping count as attributes of its functions."""
+    from fairseq import checkpoint_utils
+    from fairseq_cli import train
+
+    for function, names in ((checkpoint_utils.save_checkpoint, ("best",)),
+                            (train.should_stop_early, ("best", "num_runs"))):
+        for name in names:
+            if hasattr(function, name):
+                delattr(function, name)
 
 
 def run_in_process(command, log=None, echo=True, check=True, stdin=None, timeout=None):

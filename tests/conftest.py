@@ -7,6 +7,10 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get("FAIRSEQ_DEFINE_DATA", os.path.join(REPO_ROOT, "..", "shared", "data"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one pytest worker per core, one thread per worker
+    os.environ["OMP_NUM_THREADS"] = "1"  # (and per fairseq command the tests start as a subprocess)
+    torch.set_num_threads(1)
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
