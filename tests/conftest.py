@@ -48,3 +48,15 @@ def examples_in_process():
 def fairseq_in_process():
     with examples_in_process():
         yield
+
+
+@pytest.fixture(scope="module")
+def multi30k_slice(tmp_path_factory):
+    source = data_dir("multi30k")  # the slice of the Multi30k study tests
+    dest = tmp_path_factory.mktemp("m30k-raw")
+    for name, count in (("train", 1000), ("val", 100), ("test_2016_flickr", 100)):
+        for lang in ("en", "de"):
+            with open(os.path.join(source, f"{name}.{lang}"), encoding="utf-8") as f:
+                lines = [next(f) for _ in range(count)]
+            (dest / f"{name}.{lang}").write_text("".join(lines), encoding="utf-8")
+    return str(dest)

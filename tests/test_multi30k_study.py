@@ -1,5 +1,5 @@
 """examples/translation/multi30k.py end to end on a Multi30k slice (tiny models, 3 epochs): the rows train, are
-scored on every test sentence with both checkpoint choices, paired bootstrap tests, the diagnosis row, a resumed
+scored on every test sentence with both checkpoint choices, paired bootstrap tests, a resumed
 rerun; the study's fairseq commands run in this process (`tests.conftest.examples_in_process`), and
 fairseq-generate / fairseq-interactive once each as command lines."""
 
@@ -15,7 +15,7 @@ import torch
 from examples.translation import pipeline as mt_pipeline
 from fairseq_define.modules.define_embedding import DefineEmbedding
 from tests import cli
-from tests.conftest import data_dir, examples_in_process
+from tests.conftest import examples_in_process
 
 TINY_FLAGS = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 64 --decoder-embed-dim 64 "
               "--encoder-ffn-embed-dim 128 --decoder-ffn-embed-dim 128 --encoder-attention-heads 2 "
@@ -28,18 +28,6 @@ RESULT_FIELDS = {"name", "n", "transform", "params", "define_params", "bleu", "c
 
 def load_example():
     return importlib.import_module("examples.translation.multi30k")
-
-
-@pytest.fixture(scope="module")
-def multi30k_slice(tmp_path_factory):
-    source = data_dir("multi30k")
-    dest = tmp_path_factory.mktemp("m30k-raw")
-    for name, count in (("train", 1000), ("val", 100), ("test_2016_flickr", 100)):
-        for lang in ("en", "de"):
-            with open(os.path.join(source, f"{name}.{lang}"), encoding="utf-8") as f:
-                lines = [next(f) for _ in range(count)]
-            (dest / f"{name}.{lang}").write_text("".join(lines), encoding="utf-8")
-    return str(dest)
 
 
 def example_args(data, root, *more):
@@ -174,32 +162,6 @@ def test_hub_from_pretrained_translates(example_run):
     out = model.translate("A dog runs in the grass.", beam=2, max_len_b=10)
     assert isinstance(out, str) and "▁" not in out
     assert isinstance(model.models[0].encoder.embed_tokens, DefineEmbedding)
-
-
-def test_diagnosis_row_runs_only_when_named_and_is_scored_on_valid_not_test(multi30k_slice, tmp_path,
-                                                                          fairseq_in_process):
-    study = load_example()
-    assert set(study.DIAGNOSIS).isdisjoint(study.DEFAULT_ROWS)
-    variant, plain = study.ROWS["define-128-unit-lr0.3"], study.ROWS["define-128"]
-    assert variant[:len(plain)] == plain and variant[len(plain):] == ["--define-unit-lr-scale", "0.3"]
-    for lang in ("en", "de"):  # an extra test set, which a diagnosis row must not score either
-        (tmp_path / f"extra.{lang}").write_text("A dog.\n", encoding="utf-8")
-    root = str(tmp_path / "study")
-    rows = study.main(example_args(multi30k_slice, root, "--only", "define-128-unit-lr0.3", "--max-epoch", "2",
-                                   "--test", str(tmp_path / "extra")))
-    assert [(r["name"], r["checkpoint"], r["scored_on"]) for r in rows] == [
-        ("define-128-unit-lr0.3", choice, "valid") for choice in ("average-last-2", "best")]
-    assert all(r["extra_tests"] == {} for r in rows)
-    out_dir, save_dir = (os.path.join(root, d, "mt_multi30k", "define-128-unit-lr0.3") for d in ("results", "runs"))
-    references = mt_pipeline.read_lines(os.path.join(multi30k_slice, "val.de"))
-    for choice in ("average-last-2", "best"):
-        assert not os.path.exists(os.path.join(out_dir, f"hypotheses.{choice}.txt"))  # no test translations
-        hypotheses = mt_pipeline.read_lines(os.path.join(out_dir, f"hypotheses.valid.{choice}.txt"))
-        assert rows[0 if choice == "average-last-2" else 1]["bleu"] == round(
-            mt_pipeline.score(hypotheses, references)["bleu"], 2)  # scored against the valid references
-    trained = torch.load(os.path.join(save_dir, "checkpoint_best.pt"), map_location="cpu", weights_only=False)
-    assert float(trained["cfg"]["model"]["define_unit_lr_scale"]) == 0.3  # (a string where the flag is parsed)
-    assert any(".unit." in key and ".parametrizations." in key for key in trained["model"])  # the scaled steps
 
 
 def test_rerun_skips_finished_rows_resumes_an_unfinished_one_and_adds_extra_tests(example_run, multi30k_slice,
