@@ -26,7 +26,8 @@ STUDIES = ("lm_wikitext2", "lm_wikitext2_diagnosis", "txl_wikitext2", "lstm_wiki
 FOCUS = [("lm_wikitext2_diagnosis", "start_and_steps",
           ["map-256", "define-256", "define-256-unit-lr0.3", "define-256-fan-in", "define-256-residual",
            "define-256-residual-fan-in", "authors-256", "authors-256-unit-lr0.3", "authors-256-fan-in",
-           "authors-256-residual", "map-64", "authors-64", "authors-64-unit-lr0.3"])]
+           "authors-256-residual", "authors-256-residual-fan-in", "map-64", "authors-64", "authors-64-unit-lr0.3",
+           "authors-64-fan-in"])]
 # (the criterions of the bptt_lm studies log nll_loss, ar, tar between loss and ppl; ppl is the NLL's)
 VALID = re.compile(r"^(?:(\S+ \S+) \| INFO \| valid \| |INFO:valid:)"
                    r"epoch \d+ \| valid on 'valid' subset \| loss [\d.]+ \| "
