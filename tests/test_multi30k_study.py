@@ -1,7 +1,8 @@
 """examples/translation/multi30k.py end to end on a Multi30k slice (tiny models, 3 epochs): the rows train, are
-scored on every test sentence with both checkpoint choices, paired bootstrap tests, a resumed
-rerun; the study's fairseq commands run in this process (`tests.conftest.examples_in_process`), and
-fairseq-generate / fairseq-interactive once each as command lines."""
+scored on every test sentence with both checkpoint choices, paired bootstrap tests, a resumed rerun; the study's
+fairseq commands run in this process (`tests.conftest.examples_in_process`), fairseq-generate once as a command
+line, fairseq-interactive and the hub on the trained checkpoint (the diagnosis row:
+tests/test_multi30k_diagnosis.py)."""
 
 import importlib
 import json

@@ -3,7 +3,6 @@ fairseq's own code paths (optimizer, validation, beam search, eval-lm), old chec
 broken embedding would fail."""
 
 import os
-import sys
 
 import pytest
 import torch
@@ -181,28 +180,18 @@ def test_beam_search_and_scoring_use_one_table(checkpoint, wikitext, unit_rows):
     assert lm.models[0].decoder.embed_tokens.cache_nbytes == vocab * 64 * 4
 
 
-def run_in_process(module, argv, monkeypatch):
-    monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv)])
-    module.cli_main()
-
-
-def test_eval_lm_builds_one_table(checkpoint, wikitext, unit_rows, monkeypatch, capsys):
-    from fairseq_cli import eval_lm
-
-    run_in_process(eval_lm, [wikitext, "--path", checkpoint, "--user-dir", cli.PLUGIN, "--cpu", "--gen-subset",
-                             "valid", "--tokens-per-sample", 16, "--max-tokens", 64], monkeypatch)
+def test_eval_lm_builds_one_table(checkpoint, wikitext, unit_rows):
+    cli.call("eval_lm", wikitext, "--path", checkpoint, "--cpu", "--gen-subset", "valid", "--tokens-per-sample", 16,
+             "--max-tokens", 64)
     vocab = sum(1 for _ in open(os.path.join(wikitext, "dict.txt"))) + 4
     assert unit_rows["tables"] == 1 and unit_rows["rows"] == vocab
 
 
-def test_validation_never_builds_a_table(wikitext, tmp_path, unit_rows, monkeypatch):
-    from fairseq_cli import train
-
-    run_in_process(train, [wikitext, "--user-dir", cli.PLUGIN, "--task", "language_modeling", "--arch",
-                           "define_transformer_lm_gpt2_tiny", "--tokens-per-sample", 16, "--max-tokens", 256,
-                           "--optimizer", "adam", "--lr", 0.002, "--cpu", "--max-update", 2,
-                           "--validate-interval-updates", 1, "--max-valid-steps", 3, "--save-dir", tmp_path,
-                           "--no-save", "--seed", 1], monkeypatch)
+def test_validation_never_builds_a_table(wikitext, tmp_path, unit_rows):
+    cli.call("train", wikitext, "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny",
+             "--tokens-per-sample", 16, "--max-tokens", 256, "--optimizer", "adam", "--lr", 0.002, "--cpu",
+             "--max-update", 2, "--validate-interval-updates", 1, "--max-valid-steps", 3, "--save-dir", tmp_path,
+             "--no-save", "--seed", 1)
     assert unit_rows["tables"] == 0 and unit_rows["rows"] > 0
 
 
