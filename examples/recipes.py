@@ -13,6 +13,17 @@ TIED_ADAPTIVE = [
 SMALL_DEFINE = ["--define-map-dim", "64", "--define-expand-dim", "512", "--define-depth", "3",
                 "--define-max-groups", "4"]
 
+
+
+def recommended_unit(d: int, max_groups: int = 32) -> list:
+    """The recommended DeFINE unit on a d-wide input (issue #23's verdict, chosen on validation in the WikiText-2
+    Transformer-LM study): the authors' unit (docs/authors-unit.md), k = 4d, N = 3, g_max = 32, LayerNorm and
+    swish, each weight matrix's Adam step at min(1, d / fan-in). The context model's recipe is left as it is."""
+    return ["--define-transform", "authors", "--define-expand-dim", str(4 * d), "--define-depth", "3",
+            "--define-max-groups", str(max_groups), "--define-norm", "ln", "--define-activation", "swish",
+            "--define-unit-lr-scale", "fan-in"]
+
+
 SMALL_DEFINE_LM = ["--arch", "define_transformer_lm", *SMALL_LM_CONTEXT, *TIED_ADAPTIVE, *SMALL_DEFINE]
 # A named stock arch resized to the same context (the bare `transformer_lm` skips base_lm_architecture and keeps
 # decoder_input_dim = 512, which breaks tied adaptive weights at 256 wide); transformer_lm_big only sets sizes.

@@ -10,7 +10,9 @@ softmax (cutoffs 5000, 20000 of WikiText-2's 33,280 symbols, every band n wide: 
 scored against the Map table. 3,417,600 context parameters. Rows (`rows()`), Table 2's pairs at the same d = m:
 - `map-n`, n in {256, 64}: the Map, one V x n lookup table, projected n -> d = 256 (no projection at n = 256),
   and no unit (`--define-transform none`: Transformer-XL's adaptive input with div_val 1);
-- `define-n`: the same Map + the DeFINE unit d = 256 -> k = 1024 -> m = 256, N = 3, g_max = 32 (`UNIT`).
+- `define-n`: the same Map + the DeFINE unit d = 256 -> k = 1024 -> m = 256, N = 3, g_max = 32 (`UNIT`);
+- `authors-n-fan-in`: the same Map + the recommended unit (`RECOMMENDED`, examples/recipes.py: the authors' unit of
+  the same sizes, each weight matrix's Adam step by fan-in), added by issue #24.
 Diagnosis (`diagnosis_rows()`, run only by name, e.g. `--only define-256-unit-lr0.3`, scored on validation only):
 `define-256-unit-lr0.3`, `define-256` with the unit's Adam steps at 0.3x, the Transformer-LM study's fix.
 
@@ -53,6 +55,7 @@ from examples.language_model.study import (
     wikitext_bin,
     with_flags,
 )
+from examples.recipes import recommended_unit
 
 TAG = "txl_wikitext2"
 # Updates per row: about 19 minutes of training on 2 free CPU cores, about 24 minutes a row in all. Measured here on
@@ -82,6 +85,9 @@ UNIT = ["--define-transform", "define", "--define-expand-dim", str(4 * M), "--de
 # the tiny model's unit: k = 4 x 64, N = 3, g_max = 8
 TINY_UNIT = ["--define-transform", "define", "--define-expand-dim", str(4 * TINY_M), "--define-depth", "3",
              "--define-max-groups", "8"]
+# The recommended unit (issue #24: the Transformer-LM study's verdict, the same flags in every model): the authors'
+# unit, k = 4 x 256, N = 3, g_max = 32, each weight matrix's Adam step by fan-in; the tiny model's with g_max = 8.
+RECOMMENDED, TINY_RECOMMENDED = recommended_unit(M), recommended_unit(TINY_M, max_groups=8)
 
 
 def recipe(bptt: int = BPTT) -> list:
@@ -106,7 +112,8 @@ RECIPE, EVAL = recipe(), eval_args()
 
 def rows(tiny: bool = False) -> dict:
     """The study's rows {name: {"n", "d", "flags"}}; `tiny`: the same rows on define_transformer_xl_tiny's sizes."""
-    m, context, unit = (TINY_M, TINY_CONTEXT, TINY_UNIT) if tiny else (M, CONTEXT, UNIT)
+    m, context, unit, recommended = ((TINY_M, TINY_CONTEXT, TINY_UNIT, TINY_RECOMMENDED) if tiny
+                                     else (M, CONTEXT, UNIT, RECOMMENDED))
 
     def row(n, *flags):
         return {"n": n, "d": m, "flags": [*context, "--define-map-dim", str(n), "--define-input-dim", str(m),
@@ -117,6 +124,8 @@ def rows(tiny: bool = False) -> dict:
         "define-256": row(256, *unit),
         "map-64": row(64, *NO_UNIT),
         "define-64": row(64, *unit),
+        "authors-256-fan-in": row(256, *recommended),
+        "authors-64-fan-in": row(64, *recommended),
     }
 
 
