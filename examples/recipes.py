@@ -15,11 +15,11 @@ SMALL_DEFINE = ["--define-map-dim", "64", "--define-expand-dim", "512", "--defin
 
 
 
-def recommended_unit(d: int, max_groups: int = 32) -> list:
-    """The recommended DeFINE unit on a d-wide input (issue #23's verdict, chosen on validation in the WikiText-2
-    Transformer-LM study): the authors' unit (docs/authors-unit.md), k = 4d, N = 3, g_max = 32, LayerNorm and
-    swish, each weight matrix's Adam step at min(1, d / fan-in). The context model's recipe is left as it is."""
-    return ["--define-transform", "authors", "--define-expand-dim", str(4 * d), "--define-depth", "3",
+def recommended_unit(m: int, max_groups: int = 32) -> list:
+    """The recommended DeFINE unit for a context model m wide (issue #23's verdict, chosen on validation in the
+    WikiText-2 Transformer-LM study): the authors' unit (docs/authors-unit.md), k = 4m, N = 3, g_max = 32, LayerNorm
+    and swish, each weight matrix's Adam step at min(1, d / fan-in). The context model's recipe stays as it is."""
+    return ["--define-transform", "authors", "--define-expand-dim", str(4 * m), "--define-depth", "3",
             "--define-max-groups", str(max_groups), "--define-norm", "ln", "--define-activation", "swish",
             "--define-unit-lr-scale", "fan-in"]
 

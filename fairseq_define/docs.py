@@ -7,8 +7,9 @@
   help) and from fairseq's registries once the plugin is loaded (the plugin's models with their architectures and
   the flags each adds, its tasks, criterions, optimizers and lr schedulers), so a new option or architecture
   appears by regenerating.
-- README.md, block `results`: the "+ DeFINE / control" table, read from the committed docs/results/*.json
-  (`RESULTS` below says which rows; a new study row is one more entry there).
+- README.md, block `results`, and docs/results.md, block `cross_model`: the "+ DeFINE / control" tables (the
+  recommended recipe's test rows; every row, valid and test, with parameters), read from the committed
+  docs/results/*.json (`RESULTS` below says which rows; a new study row is one more entry there).
 
 Only the text between a block's BEGIN and END markers is generated; the prose around it is written by hand.
 """
@@ -25,21 +26,31 @@ from typing import Iterable, List
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO_ROOT, "docs", "results")
 
-# README's results table: (model, study, control row, DeFINE row, the paper's figure). Perplexity studies compare
-# test perplexity (ratio), mt_multi30k compares BLEU of the averaged last 5 checkpoints (difference, paired
-# bootstrap p). NEW STUDY ROWS GO HERE (then run `python -m fairseq_define.docs`).
+# The "+ DeFINE / control" rows: (model, study, control row, DeFINE row, recipe, the paper's figure). Perplexity
+# studies compare perplexity (ratio), mt_multi30k compares BLEU of the averaged last 5 checkpoints (difference,
+# paired bootstrap p) and, on validation, its label-smoothed loss. Recipe: "paper" (the paper's unit, each study's
+# own step) or "recommended" (one recipe everywhere: examples/recipes.recommended_unit). README shows the
+# recommended rows; docs/results.md every row. NEW STUDY ROWS GO HERE (then run `python -m fairseq_define.docs`).
+PAPER, RECOMMENDED = "paper's unit", "recommended"
+LM_PAPER, TXL_PAPER = "0.89x (Table 2), 0.92x (Table 1a)", "0.86-0.91x (Table 2)"
+MT_PAPER = "DeFINE >= the full table, fewer parameters (Table 3, WMT'14)"
 RESULTS = [
-    ("Transformer LM, the paper's unit", "lm_wikitext2", "map-256", "define-256", "0.89x (Table 2), 0.92x (Table 1a)"),
-    ("Transformer LM, the paper's unit", "lm_wikitext2", "map-128", "define-128", "0.89x (Table 2), 0.92x (Table 1a)"),
-    ("Transformer LM, the paper's unit", "lm_wikitext2", "map-64", "define-64", "0.89x (Table 2), 0.92x (Table 1a)"),
-    ("Transformer LM, recommended", "lm_wikitext2", "map-256", "authors-256-fan-in", "0.89x (Table 2)"),
-    ("Transformer LM, recommended", "lm_wikitext2", "map-128", "authors-128-fan-in", "0.89x (Table 2)"),
-    ("Transformer LM, recommended", "lm_wikitext2", "map-64", "authors-64-fan-in", "0.89x (Table 2)"),
-    ("Transformer-XL", "txl_wikitext2", "map-256", "define-256", "0.86-0.91x (Table 2)"),
-    ("Transformer-XL", "txl_wikitext2", "map-64", "define-64", "0.86-0.91x (Table 2)"),
-    ("AWD-LSTM", "lstm_wikitext2", "adaptive-256", "adaptive-256-define", "0.92x (Table 1a)"),
-    ("Transformer (MT)", "mt_multi30k", "map-128", "define-128",
-     "DeFINE >= the full table, fewer parameters (Table 3, WMT'14)"),
+    *[("Transformer LM", "lm_wikitext2", f"map-{n}", f"define-{n}", PAPER, LM_PAPER) for n in (256, 128, 64)],
+    *[("Transformer LM", "lm_wikitext2", f"map-{n}", f"authors-{n}-fan-in", RECOMMENDED, LM_PAPER)
+      for n in (256, 128, 64)],
+    *[("Transformer-XL", "txl_wikitext2", f"map-{n}", f"define-{n}", PAPER, TXL_PAPER) for n in (256, 64)],
+    *[("Transformer-XL", "txl_wikitext2", f"map-{n}", f"authors-{n}-fan-in", RECOMMENDED, TXL_PAPER)
+      for n in (256, 64)],
+    ("AWD-LSTM, Table 1a", "lstm_wikitext2", "adaptive-256", "adaptive-256-define", PAPER, "0.92x (Table 1a)"),
+    ("AWD-LSTM, Table 1a", "lstm_wikitext2", "adaptive-256", "adaptive-256-authors-fan-in", RECOMMENDED,
+     "0.92x (Table 1a)"),
+    ("AWD-LSTM, Table 1c", "lstm_wikitext2", "baseline", "define-128", PAPER, "0.98x, 17 % fewer parameters"),
+    ("AWD-LSTM, Table 1c", "lstm_wikitext2", "baseline", "authors-128-fan-in", RECOMMENDED,
+     "0.98x, 17 % fewer parameters"),
+    ("Transformer (MT)", "mt_multi30k", "map-128", "define-128", PAPER, MT_PAPER),
+    ("Transformer (MT)", "mt_multi30k", "map-128", "authors-128-fan-in", RECOMMENDED, MT_PAPER),
+    ("Transformer (MT)", "mt_multi30k", "baseline", "define-128", PAPER, MT_PAPER),
+    ("Transformer (MT)", "mt_multi30k", "baseline", "authors-128-fan-in", RECOMMENDED, MT_PAPER),
 ]
 DATA = {"lm_wikitext2": "WikiText-2", "txl_wikitext2": "WikiText-2", "lstm_wikitext2": "WikiText-2",
         "mt_multi30k": "Multi30k en-de"}
@@ -236,32 +247,63 @@ def _study(name: str) -> dict:
         return json.load(f)
 
 
-def _row(study: dict, name: str) -> dict:
+def _row(study: dict, name: str):
+    """Row `name` of a study table (a translation row: its averaged checkpoint), or None if it has not run."""
     rows = [r for r in study["rows"] if r["name"] == name and r.get("checkpoint", "average-last-5") == "average-last-5"]
-    if len(rows) != 1:
+    if len(rows) > 1:
         raise ValueError(f"{len(rows)} rows named {name!r}")
-    return rows[0]
+    return rows[0] if rows else None
+
+
+def _compare(study: dict, control: dict, define: dict) -> dict:
+    """The test and valid comparisons of a pair: perplexity ratios, or for translation the BLEU difference (with
+    the paired bootstrap p) on test and the valid-loss difference (and valid BLEU difference, if scored)."""
+    if "bleu" not in define:
+        return {"control": f"{control['test_ppl']:.2f}", "define": f"{define['test_ppl']:.2f}",
+                "test": f"**{define['test_ppl'] / control['test_ppl']:.3f}x**",
+                "valid": f"{define['valid_ppl'] / control['valid_ppl']:.3f}x"}
+    test = next(t for t in study["paired_bootstrap"] if t["system"] == define["name"]
+                and t["control"] == control["name"] and t["checkpoint"] == "average-last-5")
+    valid = f"loss {define['valid_loss'] - control['valid_loss']:+.3f}"
+    if define.get("valid") and control.get("valid"):
+        valid += f", BLEU {define['valid']['bleu'] - control['valid']['bleu']:+.2f}"
+    return {"control": f"BLEU {control['bleu']:.2f}", "define": f"{define['bleu']:.2f}",
+            "test": f"**{test['bleu_delta']:+.2f} BLEU** (p = {test['bleu_p']:.3f})", "valid": valid}
+
+
+def _pairs(recipes):
+    """(entry, study, control row, DeFINE row) of every RESULTS entry of `recipes` whose rows have run."""
+    for entry in RESULTS:
+        model, name, control_name, define_name, recipe, paper = entry
+        study = _study(name)
+        control, define = _row(study, control_name), _row(study, define_name)
+        if recipe in recipes and control is not None and define is not None:
+            yield entry, study, control, define
 
 
 def render_results() -> str:
-    """README's table: every RESULTS entry, read from docs/results/STUDY.json."""
+    """README's table: the recommended rows of RESULTS (test), read from docs/results/STUDY.json."""
     rows = []
-    for model, name, control_name, define_name, paper in RESULTS:
-        study = _study(name)
-        control, define = _row(study, control_name), _row(study, define_name)
-        budget = f"{DATA[name]}, {define['updates']:,} updates"
-        if "bleu" in define:
-            test = next(t for t in study["paired_bootstrap"] if t["system"] == define_name
-                        and t["control"] == control_name and t["checkpoint"] == "average-last-5")
-            rows.append([model, budget, f"{define['n']}", f"`{control_name}` BLEU {control['bleu']:.2f}",
-                         f"`{define_name}` {define['bleu']:.2f}",
-                         f"**{test['bleu_delta']:+.2f} BLEU** (p = {test['bleu_p']:.3f})", paper])
-        else:
-            rows.append([model, budget, f"{define['n']}", f"`{control_name}` {control['test_ppl']:.2f}",
-                         f"`{define_name}` {define['test_ppl']:.2f}",
-                         f"**{define['test_ppl'] / control['test_ppl']:.3f}x**", paper])
+    for (model, name, control_name, define_name, _, paper), study, control, define in _pairs([RECOMMENDED]):
+        compared = _compare(study, control, define)
+        rows.append([model, f"{DATA[name]}, {define['updates']:,} updates", f"{define['n']}",
+                     f"`{control_name}` {compared['control']}", f"`{define_name}` {compared['define']}",
+                     compared["test"], paper])
     begin, end = _marker("results")
     header = ["model", "data, budget", "n", "control (test ppl / BLEU)", "+ DeFINE", "+ DeFINE / control", "paper"]
+    return "\n".join([begin] + _table(header, rows) + [end])
+
+
+def render_cross_model() -> str:
+    """docs/results.md's cross-model table: every RESULTS row, both recipes, valid and test, parameters."""
+    rows = []
+    for (model, _, control_name, define_name, recipe, _), study, control, define in _pairs([PAPER, RECOMMENDED]):
+        compared = _compare(study, control, define)
+        rows.append([model, recipe, f"`{control_name}` {control['params'] / 1e6:.2f}M",
+                     f"`{define_name}` {define['params'] / 1e6:.2f}M", compared["valid"], compared["test"]])
+    begin, end = _marker("cross_model")
+    header = ["model", "unit", "control, parameters", "+ DeFINE, parameters", "valid: + DeFINE / control",
+              "test: + DeFINE / control"]
     return "\n".join([begin] + _table(header, rows) + [end])
 
 
@@ -280,7 +322,8 @@ def render_reference() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = [("docs/models.md", "reference", render_reference), ("README.md", "results", render_results)]
+BLOCKS = [("docs/models.md", "reference", render_reference), ("README.md", "results", render_results),
+          ("docs/results.md", "cross_model", render_cross_model)]
 
 
 def replace_block(text: str, name: str, block: str) -> str:

@@ -22,7 +22,8 @@ def test_real_sizes_table_1c_saving_and_table_1a_pair():
     from examples.language_model.lstm_wikitext2 import rows
 
     study = rows()
-    assert list(study) == ["baseline", "define-128", "adaptive-256", "adaptive-256-define"]
+    assert list(study) == ["baseline", "define-128", "adaptive-256", "adaptive-256-define", "authors-128-fan-in",
+                           "adaptive-256-authors-fan-in"]
     counts = totals(study, WIKITEXT2_VOCAB)
     base, define = counts["baseline"], counts["define-128"]
     assert base["context"] == define["context"] == counts["adaptive-256"]["context"] == 4_466_688  # one context
@@ -35,6 +36,15 @@ def test_real_sizes_table_1c_saving_and_table_1a_pair():
     # bands 5000 x 256, 15000 x 64, 13280 x 16, tail projections (64 + 16) x 256, 2 cluster logits x 256
     assert adaptive["map"] + adaptive["output"] == 2_473_472 and adaptive["total"] == 6_940_160
     assert adaptive_define["total"] == 6_940_160 + 437_120
+    # the recommended unit (the authors', k = 1024, N = 3, g_max = 32) in both shapes, every other part the same
+    authors, adaptive_authors = counts["authors-128-fan-in"], counts["adaptive-256-authors-fan-in"]
+    assert {k: v for k, v in authors.items() if k not in ("define", "total")} == \
+        {k: v for k, v in define.items() if k not in ("define", "total")}
+    assert authors["define"] == 793_312 and authors["total"] <= 0.75 * base["total"]
+    assert adaptive_authors["define"] == 809_696 and adaptive_authors["total"] == 6_940_160 + 809_696
+    for name in ("authors-128-fan-in", "adaptive-256-authors-fan-in"):
+        flags = study[name]["flags"]
+        assert flags[-2:] == ["--define-unit-lr-scale", "fan-in"] and "authors" in flags
 
 
 def test_diagnosis_rows_change_one_thing():
@@ -65,7 +75,8 @@ def test_tiny_study_runs_and_writes_its_table(tmp_path, fairseq_in_process):
     finished = lstm_wikitext2.main(["--data", str(raw), "--workdir", str(workdir), "--results", str(results),
                                     "--tiny", "--max-update", "8"])
     data = workdir / "wikitext-2-bin"
-    names = ["baseline", "define-16", "adaptive-32", "adaptive-32-define"]
+    names = ["baseline", "define-16", "adaptive-32", "adaptive-32-define", "authors-16-fan-in",
+             "adaptive-32-authors-fan-in"]
     assert [r["name"] for r in finished] == names
     table = json.load(open(results / "lstm_wikitext2.json"))["rows"]
     assert [r["name"] for r in table] == names
@@ -75,8 +86,8 @@ def test_tiny_study_runs_and_writes_its_table(tmp_path, fairseq_in_process):
                             "updates", "train_wall_s"}
         assert row["updates"] == 8
         assert 1 < row["valid_ppl"] < 2 * vocab and 1 < row["test_ppl"] < 2 * vocab
-        assert (row["define_params"] > 0) == ("define" in row["name"])
-        assert row["transform"] == ("define" if "define" in row["name"] else "none")
+        unit = "define" if "define" in row["name"] else "authors" if "authors" in row["name"] else "none"
+        assert row["transform"] == unit and (row["define_params"] > 0) == (unit != "none")
         assert (results / "lstm_wikitext2" / row["name"] / "train.log").is_file()
         assert (workdir / "lstm_wikitext2" / row["name"] / "checkpoint_last.pt").is_file()
     by_name = {r["name"]: r for r in table}

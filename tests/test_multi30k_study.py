@@ -22,7 +22,7 @@ TINY_FLAGS = ("--encoder-layers 1 --decoder-layers 1 --encoder-embed-dim 64 --de
               "--encoder-ffn-embed-dim 128 --decoder-ffn-embed-dim 128 --encoder-attention-heads 2 "
               "--decoder-attention-heads 2 --lr 0.003 --warmup-updates 20 --max-tokens 1024")
 TINY_DEFINE_FLAGS = "--define-map-dim 32 --define-input-dim 64 --define-expand-dim 128"
-STUDY_ROWS = ("baseline", "map-128", "define-128")
+STUDY_ROWS = ("baseline", "map-128", "define-128", "authors-128-fan-in")
 RESULT_FIELDS = {"name", "n", "transform", "params", "define_params", "bleu", "chrf", "valid_loss", "updates",
                  "train_wall_s", "checkpoint"}
 
@@ -54,7 +54,8 @@ def row_result(run, name):
         return json.load(f)
 
 
-def test_example_scores_every_test_sentence_for_every_row_and_both_checkpoints(example_run):
+def test_example_scores_every_test_sentence_for_every_row_and_both_checkpoints(example_run, multi30k_slice):
+    valid_references = mt_pipeline.read_lines(os.path.join(multi30k_slice, "val.de"))
     with open(os.path.join(example_run.results + ".json")) as f:
         table = json.load(f)["rows"]
     assert table == example_run.rows
@@ -71,13 +72,23 @@ def test_example_scores_every_test_sentence_for_every_row_and_both_checkpoints(e
             assert scores["sentences"] == 100
             assert "nrefs:1" in scores["bleu_signature"] and "tok:13a" in scores["bleu_signature"]
             assert "nc:6" in scores["chrf_signature"]
+            assert 0.0 < scores["brevity_penalty"] <= 1.0 and scores["length_ratio"] > 0
             hypotheses = mt_pipeline.read_lines(os.path.join(example_run.results, name, f"hypotheses.{choice}.txt"))
             assert len(hypotheses) == 100 and "▁" not in "".join(hypotheses)  # detokenized
-    baseline, map_row, define = (row_result(example_run, name) for name in STUDY_ROWS)
-    assert (baseline["transform"], map_row["transform"], define["transform"]) == ("table", "none", "define")
-    assert (baseline["n"], map_row["n"], define["n"]) == (64, 32, 32)  # the tiny overrides, read from the flags
+        # the same checkpoints scored on the valid set too (the length question is asked there)
+        assert set(result["valid_scores"]) == set(result["scores"])
+        for choice, scores in result["valid_scores"].items():
+            assert scores["sentences"] == 100 and 0.0 < scores["brevity_penalty"] <= 1.0
+            hypotheses = mt_pipeline.read_lines(os.path.join(example_run.results, name,
+                                                             f"hypotheses.valid.{choice}.txt"))
+            assert mt_pipeline.score(hypotheses, valid_references)["bleu"] == scores["bleu"]
+    baseline, map_row, define, authors = (row_result(example_run, name) for name in STUDY_ROWS)
+    assert [r["transform"] for r in (baseline, map_row, define, authors)] == ["table", "none", "define", "authors"]
+    assert [r["n"] for r in (baseline, map_row, define, authors)] == [64, 32, 32, 32]  # the tiny overrides
     assert baseline["define_params"] == map_row["define_params"] == 0 < define["define_params"]
-    assert map_row["parts"]["map"] == define["parts"]["map"] < baseline["parts"]["map"]
+    flags = authors["flags"]
+    assert 0 < authors["define_params"] and flags[flags.index("--define-unit-lr-scale") + 1] == "fan-in"
+    assert map_row["parts"]["map"] == define["parts"]["map"] == authors["parts"]["map"] < baseline["parts"]["map"]
     assert map_row["parts"]["context"] == define["parts"]["context"] == baseline["parts"]["context"]
     # the valid loss of each epoch, drawn from the logs
     curve = load_example().valid_curve(os.path.join(example_run.results, "define-128", "train.log"))
@@ -93,7 +104,8 @@ def test_paired_bootstrap_compares_the_rows_on_their_test_translations(example_r
     choices = ("average-last-2", "best")
     assert [(t["system"], t["control"], t["checkpoint"]) for t in pairs] == [
         (system, control, choice) for system, control in (("define-128", "map-128"), ("define-128", "baseline"),
-                                                          ("map-128", "baseline")) for choice in choices]
+                                                          ("map-128", "baseline"), ("authors-128-fan-in", "map-128"),
+                                                          ("authors-128-fan-in", "baseline")) for choice in choices]
     bleu = {(r["name"], r["checkpoint"]): r["bleu"] for r in example_run.rows}
     for t in pairs:
         difference = bleu[t["system"], t["checkpoint"]] - bleu[t["control"], t["checkpoint"]]
@@ -178,7 +190,7 @@ def test_rerun_skips_finished_rows_resumes_an_unfinished_one_and_adds_extra_test
     os.remove(os.path.join(example_run.results, "map-128", "result.json"))
     rows = load_example().main(example_args(multi30k_slice, example_run.root, "--max-epoch", "4",
                                             "--test", str(tmp_path / "extra30")))
-    for name in ("baseline", "define-128"):  # not trained again
+    for name in ("baseline", "define-128", "authors-128-fan-in"):  # not trained again
         assert open(os.path.join(example_run.results, name, "train.log")).read() == logs[name]
         assert row_result(example_run, name)["updates"] == before[name]["updates"]
     resumed = open(os.path.join(example_run.results, "map-128", "train.log")).read()
@@ -192,4 +204,4 @@ def test_rerun_skips_finished_rows_resumes_an_unfinished_one_and_adds_extra_test
     for name in STUDY_ROWS:
         extra = row_result(example_run, name)["extra_tests"]["extra30"]
         assert set(extra) == {"average-last-2", "best"} and all(s["sentences"] == 30 for s in extra.values())
-    assert len(rows) == 6 and all(set(r["extra_tests"]) == {"extra30"} for r in rows)
+    assert len(rows) == 8 and all(set(r["extra_tests"]) == {"extra30"} for r in rows)

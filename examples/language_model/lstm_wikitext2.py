@@ -20,6 +20,9 @@ the hidden state carried across batches). Rows (`rows()`):
   `adaptive-256`: no unit (`--define-transform none`: fairseq's adaptive input), 6,940,160 parameters;
   `adaptive-256-define`: + DeFINE N = 3, k = 1024, g_max = 32 (the light Table-1a unit of `define_lstm_wt103`:
   groups 32, 16, 8; 437,120 parameters), 7,377,280 parameters.
+- The recommended unit (issue #24; `RECOMMENDED`, examples/recipes.py: the authors' unit, k = 1024, N = 3,
+  g_max = 32, each weight matrix's Adam step by fan-in) in both shapes: `authors-128-fan-in` (the Table-1c row's
+  Map and softmax) and `adaptive-256-authors-fan-in` (the Table-1a row's).
 (Counts from `fairseq-define-params`; `main` prints them and checks the define row's saving.)
 Diagnosis (`diagnosis_rows()`, run only when named in --only, scored on validation only):
 `adaptive-256-define-unit-lr1` and `adaptive-256-define-unit-lr0.1`, the Table-1a DeFINE row with the unit's
@@ -62,6 +65,7 @@ from examples.language_model.study import (
     wikitext_bin,
     with_flags,
 )
+from examples.recipes import recommended_unit
 
 TAG = "lstm_wikitext2"
 MAX_UPDATE = 1000  # updates per row: 6 to 16 minutes of training on 2 CPU cores (module docstring)
@@ -86,6 +90,10 @@ TABLE_1A_UNIT = ["--define-transform", "define", "--define-expand-dim", "1024", 
 # the tiny model's units: k = 64, N = 2, g_max = 4 (define_awd_lstm_tiny's)
 TINY_UNIT = ["--define-transform", "define", "--define-expand-dim", "64", "--define-depth", "2",
              "--define-max-groups", "4"]
+# The recommended unit (issue #24: the Transformer-LM study's verdict, the same flags in every model) in both shapes:
+# the authors' unit, k = 4 x 256, N = 3, g_max = 32, each weight matrix's Adam step by fan-in (not 0.3x); the tiny
+# model's with g_max = 4.
+RECOMMENDED, TINY_RECOMMENDED = recommended_unit(M), recommended_unit(32, max_groups=4)
 
 RECIPE = ["--task", "bptt_lm", "--tokens-per-sample", "70", "--batch-size", "20", "--batch-size-valid", "10",
           "--optimizer", "adam", "--adam-betas", "(0.9,0.999)", "--lr", "0.003", "--lr-scheduler", "cosine",
@@ -100,7 +108,8 @@ def rows(tiny: bool = False) -> dict:
     """The study's rows {name: {"n", "d", "flags"}}; `tiny`: the same rows on define_awd_lstm_tiny's sizes (and
     adaptive cutoffs 500, 2000, for the small dictionaries of test slices)."""
     m, context, cutoff = (32, TINY_CONTEXT, "500,2000") if tiny else (M, CONTEXT, "5000,20000")
-    small, table_1c, table_1a = (16, TINY_UNIT, TINY_UNIT) if tiny else (128, TABLE_1C_UNIT, TABLE_1A_UNIT)
+    small, table_1c, table_1a, recommended = ((16, TINY_UNIT, TINY_UNIT, TINY_RECOMMENDED) if tiny
+                                              else (128, TABLE_1C_UNIT, TABLE_1A_UNIT, RECOMMENDED))
 
     def row(n, *flags):
         return {"n": n, "d": n, "flags": [*context, "--define-map-dim", str(n), *flags]}
@@ -110,6 +119,8 @@ def rows(tiny: bool = False) -> dict:
         f"define-{small}": row(small, *FULL_SOFTMAX, *table_1c),
         f"adaptive-{m}": row(m, "--adaptive-softmax-cutoff", cutoff, *ADAPTIVE, *NO_UNIT),
         f"adaptive-{m}-define": row(m, "--adaptive-softmax-cutoff", cutoff, *ADAPTIVE, *table_1a),
+        f"authors-{small}-fan-in": row(small, *FULL_SOFTMAX, *recommended),
+        f"adaptive-{m}-authors-fan-in": row(m, "--adaptive-softmax-cutoff", cutoff, *ADAPTIVE, *recommended),
     }
 
 
@@ -118,7 +129,8 @@ def diagnosis_rows(tiny: bool = False) -> dict:
     Adam steps at 1x (the paper's plain parameters) and 0.1x instead of the study's 0.3x; and the Table-1a pair
     with every dropout off (`NO_DROPOUT`), the rest unchanged (a later flag overrides an earlier one)."""
     study = rows(tiny)
-    plain, define = (name for name in study if name.startswith("adaptive-"))
+    plain = f"adaptive-{32 if tiny else M}"
+    define = f"{plain}-define"
     unit_steps = {f"{define}-unit-lr{scale}": with_flags(study[define], "--define-unit-lr-scale", scale)
                   for scale in ("1", "0.1")}
     return {**unit_steps, f"{plain}-no-dropout": with_flags(study[plain], *NO_DROPOUT),

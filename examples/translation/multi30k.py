@@ -13,7 +13,9 @@ Rows (`ROWS`):
   in the Map's space through the transposed projection;
 - `define-128`: the same Map + the paper's unit (k = 1024, N = 3, g_max = 32: 437,120 parameters; the paper's MT
   unit takes n = 128 directly with g_max = 4, 1.36M);
-- `define-64`: the same with n = 64 (run only when named with --only).
+- `define-64`: the same with n = 64 (run only when named with --only);
+- `authors-128-fan-in`: the same Map + the recommended unit (issue #24; examples/recipes.py: the authors' unit,
+  k = 1024, N = 3, g_max = 32, each weight matrix's Adam step by fan-in).
 Diagnosis rows (`DIAGNOSIS`; run only when named with --only, scored on the valid set, never on test):
 - `define-128-unit-lr0.3`: `define-128` with the unit's Adam steps at 0.3x (`--define-unit-lr-scale 0.3`, the
   Transformer LM study's fix).
@@ -22,7 +24,9 @@ Steps (examples/translation/pipeline.py): joint BPE with sentencepiece on the tr
 fairseq-preprocess with a joined dictionary, fairseq-train (`RECIPE`: fairseq's IWSLT recipe scaled to Multi30k,
 epoch checkpoints kept, valid loss and greedy valid BLEU each epoch), then for two checkpoints, the average of the
 last 5 epoch checkpoints and checkpoint_best.pt (lowest valid loss): valid loss (fairseq-validate), fairseq-generate on
-every test2016 sentence (beam 5), sacreBLEU BLEU and chrF with their signatures; each `--test PREFIX` is scored too.
+every test2016 sentence (beam 5), sacreBLEU BLEU (with its brevity penalty and length ratio) and chrF with their
+signatures; each `--test PREFIX` is scored too; and the same beam-5 scores on the valid set (`valid_scores`: the
+length question is checked there, not on test).
 The rows of `PAIRS` are compared with sacreBLEU's paired bootstrap test (1,000 resamples) on their test
 translations.
 
@@ -40,7 +44,7 @@ import re
 import sys
 
 from examples.common import REPO, SHARED_DATA, TRAIN_LINE, fairseq, run, train_wall_seconds, words_per_second
-from examples.recipes import SMALL_MT_CONTEXT
+from examples.recipes import SMALL_MT_CONTEXT, recommended_unit
 from examples.translation import pipeline as mt_pipeline
 
 TAG = "mt_multi30k"
@@ -60,14 +64,17 @@ ROWS = {
     "map-128": map_row(128),
     "define-128": map_row(128, UNIT),
     "define-64": map_row(64, UNIT),
+    # the recommended unit (issue #24: the authors' unit, k = 1024, N = 3, g_max = 32, steps by fan-in)
+    "authors-128-fan-in": map_row(128, recommended_unit(256)),
 }
 DIAGNOSIS = {  # a main row + one flag (a later flag overrides an earlier one)
     "define-128-unit-lr0.3": [*ROWS["define-128"], "--define-unit-lr-scale", "0.3"],
 }
 ROWS.update(DIAGNOSIS)
-DEFAULT_ROWS = ("baseline", "map-128", "define-128")
+DEFAULT_ROWS = ("baseline", "map-128", "define-128", "authors-128-fan-in")
 # (system, control): the rows compared with sacreBLEU's paired bootstrap test on test2016
-PAIRS = (("define-128", "map-128"), ("define-128", "baseline"), ("map-128", "baseline"), ("define-64", "map-128"))
+PAIRS = (("define-128", "map-128"), ("define-128", "baseline"), ("map-128", "baseline"), ("define-64", "map-128"),
+         ("authors-128-fan-in", "map-128"), ("authors-128-fan-in", "baseline"))
 # fairseq's IWSLT'14 de-en recipe (Adam 0.9/0.98, inverse_sqrt, dropout 0.3, weight decay 1e-4, label smoothing
 # 0.1, 4096 tokens a batch) with a higher peak lr (1e-3, not 5e-4) and a shorter warmup (400 updates, about 3 of
 # Multi30k's 132-update epochs, not 4000) for a budget of 10 epochs, 1,320 updates, 34-38 minutes on 2 CPU cores.
@@ -166,6 +173,21 @@ def score_extra_tests(result: dict, save_dir: str, tests: dict, generate_extra) 
     return bool(missing)
 
 
+def score_valid(result: dict, data_bin: str, save_dir: str, out_dir: str, args) -> bool:
+    """Add result["valid_scores"]: beam-5 BLEU (brevity penalty, length ratio) and chrF on every valid sentence for
+    each checkpoint of result["scores"], its translations to out_dir/hypotheses.valid.CHOICE.txt, if the row lacks
+    them and was scored on test (a diagnosis row's scores are valid ones); returns whether they were added."""
+    if "valid_scores" in result or result.get("scored_on", "test") != "test":
+        return False
+    references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS['valid']}.{args.tgt}"))
+    result["valid_scores"] = {
+        choice: translate_and_score(data_bin, os.path.join(save_dir, scores["checkpoint"]), references,
+                                    os.path.join(out_dir, f"hypotheses.valid.{choice}.txt"),
+                                    args.generate_extra.split(), "valid")
+        for choice, scores in result["scores"].items()}
+    return True
+
+
 def last_epoch_line(log: str):
     """(epoch, updates) of the last per-epoch `train` line of a fairseq-train log, else None."""
     lines = re.findall(TRAIN_LINE + r"epoch (\d+) .*?\| num_updates (\d+)", log)
@@ -210,14 +232,17 @@ def score_checkpoints(data_bin: str, save_dir: str, out_dir: str, args, subset: 
 
 def run_one(name, flags, data_bin, save_dir, out_dir, budget, args, tests) -> dict:
     """Train and score row `name` and write out_dir/result.json; a row that has one is not trained again (only the
-    extra tests it lacks are scored, while its checkpoints remain). A diagnosis row is scored on the valid set only."""
+    extra tests and valid scores it lacks are added, while its checkpoints remain). A diagnosis row is scored on the
+    valid set only."""
     result_path = os.path.join(out_dir, "result.json")
     subset, tests = ("valid", {}) if name in DIAGNOSIS else ("test", tests)
     if os.path.isfile(result_path):
         print(f"[{name}] done already: {result_path}", flush=True)
         result = json.load(open(result_path))
-        if tests and all(os.path.isfile(os.path.join(save_dir, s["checkpoint"])) for s in result["scores"].values()):
-            if score_extra_tests(result, save_dir, tests, args.generate_extra.split()):
+        if all(os.path.isfile(os.path.join(save_dir, s["checkpoint"])) for s in result["scores"].values()):
+            added = [score_extra_tests(result, save_dir, tests, args.generate_extra.split()),
+                     score_valid(result, data_bin, save_dir, out_dir, args)]
+            if any(added):
                 json.dump(result, open(result_path, "w"), indent=2)
         return result
     print(f"[{name}]", flush=True)
@@ -232,6 +257,7 @@ def run_one(name, flags, data_bin, save_dir, out_dir, budget, args, tests) -> di
               "scores": score_checkpoints(data_bin, save_dir, out_dir, args, subset),
               "flags": flags, "recipe": [*RECIPE, *budget]}
     score_extra_tests(result, save_dir, tests, args.generate_extra.split())
+    score_valid(result, data_bin, save_dir, out_dir, args)
     json.dump(result, open(result_path, "w"), indent=2)
     return result
 
@@ -245,6 +271,9 @@ def summary(results) -> list:
                          "define_params": r["define_params"], "bleu": round(s["bleu"], 2), "chrf": round(s["chrf"], 2),
                          "valid_loss": s["valid_loss"], "updates": r["updates"], "train_wall_s": r["train_wall_s"],
                          "checkpoint": choice, "scored_on": r.get("scored_on", "test"),
+                         "brevity_penalty": s.get("brevity_penalty"),
+                         "valid": {k: r["valid_scores"][choice][k] for k in ("bleu", "brevity_penalty")}
+                         if "valid_scores" in r else None,
                          "extra_tests": {t: {"bleu": round(c[choice]["bleu"], 2), "chrf": round(c[choice]["chrf"], 2)}
                                          for t, c in r.get("extra_tests", {}).items()}})
     return rows

@@ -124,7 +124,8 @@ def generate(data_bin: str, checkpoint: str, subset: str = "test", beam: int = 5
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
-    """sacreBLEU BLEU and chrF of detokenized text, with their signatures."""
+    """sacreBLEU BLEU (with its brevity penalty and hypothesis / reference length ratio) and chrF of detokenized
+    text, with their signatures."""
     from sacrebleu.metrics import BLEU, CHRF
 
     if len(hypotheses) != len(references):
@@ -132,7 +133,8 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     bleu, chrf = BLEU(), CHRF()
     bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
     chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
-    return {"bleu": bleu_score.score, "chrf": chrf_score.score, "bleu_signature": str(bleu.get_signature()),
+    return {"bleu": bleu_score.score, "chrf": chrf_score.score, "brevity_penalty": bleu_score.bp,
+            "length_ratio": bleu_score.sys_len / bleu_score.ref_len, "bleu_signature": str(bleu.get_signature()),
             "chrf_signature": str(chrf.get_signature()), "sentences": len(hypotheses)}
 
 
