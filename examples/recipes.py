@@ -1,6 +1,7 @@
-"""fairseq-train flags of the small WikiText-2 language models shared by `make demo`, the LM benchmark and the
-examples: one context model (2 pre-norm layers, 256 wide), with a DeFINE input or fairseq's adaptive input, both
-with an adaptive softmax tied to the input (cutoffs 5000,20000, factor 4)."""
+"""fairseq-train flags shared by `make demo` and the studies: the recommended DeFINE unit, the small WikiText-2
+language models (one context model, 2 pre-norm layers, 256 wide, with a DeFINE input, the same Map without a unit,
+or fairseq's adaptive input, each with an adaptive softmax tied to the input: cutoffs 5000,20000, factor 4) and the
+small translation context."""
 
 SMALL_LM_CONTEXT = [
     "--decoder-layers", "2", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024",
@@ -10,9 +11,6 @@ TIED_ADAPTIVE = [
     "--adaptive-input", "--adaptive-input-cutoff", "5000,20000", "--adaptive-softmax-cutoff", "5000,20000",
     "--tie-adaptive-weights", "--tie-adaptive-proj",
 ]
-SMALL_DEFINE = ["--define-map-dim", "64", "--define-expand-dim", "512", "--define-depth", "3",
-                "--define-max-groups", "4"]
-
 
 
 def recommended_unit(m: int, max_groups: int = 32) -> list:
@@ -24,7 +22,12 @@ def recommended_unit(m: int, max_groups: int = 32) -> list:
             "--define-unit-lr-scale", "fan-in"]
 
 
-SMALL_DEFINE_LM = ["--arch", "define_transformer_lm", *SMALL_LM_CONTEXT, *TIED_ADAPTIVE, *SMALL_DEFINE]
+# `make demo`'s model: a 64-wide adaptive Map projected to the context's 256, + the recommended unit (the WikiText-2
+# study's `authors-64-fan-in` row); its control, the same Map without a unit (`map-64`).
+SMALL_MAP = ["--arch", "define_transformer_lm", *SMALL_LM_CONTEXT, *TIED_ADAPTIVE, "--define-map-dim", "64",
+             "--define-input-dim", "256"]
+SMALL_DEFINE_LM = [*SMALL_MAP, *recommended_unit(256)]
+SMALL_CONTROL_LM = [*SMALL_MAP, "--define-transform", "none"]
 # A named stock arch resized to the same context (the bare `transformer_lm` skips base_lm_architecture and keeps
 # decoder_input_dim = 512, which breaks tied adaptive weights at 256 wide); transformer_lm_big only sets sizes.
 SMALL_ADAPTIVE_LM = ["--arch", "transformer_lm_big", *SMALL_LM_CONTEXT, *TIED_ADAPTIVE]
@@ -38,5 +41,3 @@ SMALL_MT_CONTEXT = [
     "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim", "1024",
     "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
 ]
-SMALL_MT_BASELINE = ["--arch", "transformer", *SMALL_MT_CONTEXT]
-SMALL_MT_DEFINE = ["--arch", "define_transformer", *SMALL_MT_CONTEXT, *SMALL_DEFINE]

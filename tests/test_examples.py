@@ -1,4 +1,7 @@
+import glob
 import importlib
+import json
+import os
 import sys
 
 import pytest
@@ -101,3 +104,22 @@ def test_parsers_read_both_log_formats(tmp_path):
     text = log.read_text()
     assert train_wall_seconds(text) == 1000.0
     assert words_per_second(text) == (2000 * 1000 + 1000 * 1000) / 1000.0
+
+
+def test_recommended_rows_ran_the_recipe_the_examples_export():
+    """Every committed `authors-*-fan-in` row of every study (and `make demo`'s model) carries exactly the flags of
+    examples.recipes.recommended_unit for its context width: one recipe, not a copy per study."""
+    from examples import recipes
+    from tests.conftest import REPO_ROOT
+
+    unit = recipes.recommended_unit(256)  # every study's context model is 256 wide
+    checked = 0
+    for study in ("lm_wikitext2", "txl_wikitext2", "lstm_wikitext2", "mt_multi30k"):
+        for path in glob.glob(os.path.join(REPO_ROOT, "docs", "results", study, "*authors-*-fan-in", "result.json")):
+            flags = json.load(open(path))["flags"]
+            assert any(flags[i:i + len(unit)] == unit for i in range(len(flags))), path
+            checked += 1
+    assert checked >= 3  # the Transformer-LM study's three rows at least
+    unit = recipes.recommended_unit(256)
+    assert recipes.SMALL_DEFINE_LM[-len(unit):] == unit
+    assert recipes.SMALL_CONTROL_LM == [*recipes.SMALL_MAP, "--define-transform", "none"]

@@ -45,7 +45,7 @@ AUTHORS_UNIT = ["--define-transform", "authors", "--define-expand-dim", "1024", 
                 "--define-max-groups", "32", "--define-norm", "ln", "--define-activation", "swish"]
 # The recommended unit (issue #23's verdict, chosen on the diagnosis rows' validation perplexity): the authors' unit
 # with each weight matrix's Adam step at min(1, d / fan-in) (--define-unit-lr-scale fan-in).
-RECOMMENDED_UNIT = [*AUTHORS_UNIT, "--define-unit-lr-scale", "fan-in"]
+RECOMMENDED_UNIT = recipes.recommended_unit(256)
 RECIPE = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "0.003", "--lr-scheduler", "cosine",
           "--warmup-updates", "100", "--warmup-init-lr", "1e-7", "--clip-norm", "1.0", "--max-tokens", "2048",
           "--cpu", "--seed", "1", "--log-format", "simple", "--log-interval", "50", "--no-epoch-checkpoints",
