@@ -52,11 +52,14 @@ def test_diagnosis_rows_change_one_thing():
 
     study, diagnosis = rows(), diagnosis_rows()
     assert list(diagnosis) == ["adaptive-256-define-unit-lr1", "adaptive-256-define-unit-lr0.1",
-                               "adaptive-256-no-dropout", "adaptive-256-define-no-dropout"]
+                               "adaptive-256-no-dropout", "adaptive-256-define-no-dropout",
+                               "adaptive-256-authors-residual-fan-in", "authors-128-residual-fan-in"]
     for name, row in diagnosis.items():  # a later flag wins over the study's (--define-unit-lr-scale 0.3, dropouts)
         if "-unit-lr" in name:
             assert row["flags"][:-2] == study["adaptive-256-define"]["flags"]
             assert row["flags"][-2:] == ["--define-unit-lr-scale", name.split("lr")[-1]]
+        elif "-residual" in name:
+            assert row["flags"] == study[name.replace("-residual", "")]["flags"] + ["--define-residual"]
         else:
             assert row["flags"] == study[name.replace("-no-dropout", "")]["flags"] + NO_DROPOUT
 

@@ -27,7 +27,9 @@ the hidden state carried across batches). Rows (`rows()`):
 Diagnosis (`diagnosis_rows()`, run only when named in --only, scored on validation only):
 `adaptive-256-define-unit-lr1` and `adaptive-256-define-unit-lr0.1`, the Table-1a DeFINE row with the unit's
 Adam steps at 1x (the paper's plain parameters) and 0.1x instead of 0.3x; `adaptive-256-no-dropout` and
-`adaptive-256-define-no-dropout`, the Table-1a pair with every dropout off (AR / TAR kept).
+`adaptive-256-define-no-dropout`, the Table-1a pair with every dropout off (AR / TAR kept);
+`adaptive-256-authors-residual-fan-in` and `authors-128-residual-fan-in`, the recommended unit's rows starting as
+their controls (`--define-residual`).
 
 Recipe (`RECIPE`), the same for every row: Adam (0.9, 0.999), lr 3e-3, 200 warm-up updates then a cosine decay
 to 0 at --max-update, gradient clipping 0.25 (AWD-LSTM's), seed 1. Why Adam and not NT-ASGD: a 30-minute run on
@@ -126,15 +128,19 @@ def rows(tiny: bool = False) -> dict:
 
 def diagnosis_rows(tiny: bool = False) -> dict:
     """Rows run only when named in --only and scored on validation only: the Table-1a DeFINE row with the unit's
-    Adam steps at 1x (the paper's plain parameters) and 0.1x instead of the study's 0.3x; and the Table-1a pair
-    with every dropout off (`NO_DROPOUT`), the rest unchanged (a later flag overrides an earlier one)."""
+    Adam steps at 1x (the paper's plain parameters) and 0.1x instead of the study's 0.3x; the Table-1a pair with
+    every dropout off (`NO_DROPOUT`); and the recommended unit's rows starting as their controls
+    (`--define-residual`: out = control(e) + gate * unit(e), gate 0 at init), the rest unchanged (a later flag
+    overrides an earlier one)."""
     study = rows(tiny)
     plain = f"adaptive-{32 if tiny else M}"
-    define = f"{plain}-define"
+    define, small = f"{plain}-define", f"authors-{16 if tiny else 128}"
     unit_steps = {f"{define}-unit-lr{scale}": with_flags(study[define], "--define-unit-lr-scale", scale)
                   for scale in ("1", "0.1")}
+    residual = {f"{name}-residual-fan-in": with_flags(study[f"{name}-fan-in"], "--define-residual")
+                for name in (f"{plain}-authors", small)}
     return {**unit_steps, f"{plain}-no-dropout": with_flags(study[plain], *NO_DROPOUT),
-            f"{define}-no-dropout": with_flags(study[define], *NO_DROPOUT)}
+            f"{define}-no-dropout": with_flags(study[define], *NO_DROPOUT), **residual}
 
 
 def check_saving(data_bin: str, study: dict) -> float:
