@@ -251,6 +251,18 @@ def test_generated_blocks_are_current():
     assert not stale, f"{stale} out of date: run `python -m fairseq_define.docs`"
 
 
+def test_every_results_entry_names_finished_rows_of_its_study():
+    """The results tables skip a pair whose rows have not run; every committed entry must have run (no typo hides)."""
+    for model, study, control, define, recipe, _ in docs.RESULTS:
+        assert recipe in (docs.PAPER, docs.RECOMMENDED)
+        table = docs._study(study)
+        assert docs._row(table, control) is not None and docs._row(table, define) is not None, (model, study)
+    readme = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
+    results = open(os.path.join(REPO_ROOT, "docs", "results.md"), encoding="utf-8").read()
+    for _, _, _, define, recipe, _ in docs.RESULTS:
+        assert f"`{define}`" in results and (recipe != docs.RECOMMENDED or f"`{define}`" in readme)
+
+
 def test_every_define_flag_is_documented():
     with open(os.path.join(REPO_ROOT, "docs", "models.md"), encoding="utf-8") as f:
         text = f.read()

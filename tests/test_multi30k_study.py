@@ -114,6 +114,23 @@ def test_paired_bootstrap_compares_the_rows_on_their_test_translations(example_r
         assert "bs:1000" in t["bleu_signature"] and "nc:6" in t["chrf_signature"]
 
 
+def test_lengths_of_a_row_scored_before_they_were_recorded_come_from_its_translations(example_run, multi30k_slice):
+    study = load_example()
+    references = mt_pipeline.read_lines(os.path.join(multi30k_slice, "test_2016_flickr.de"))
+    result = row_result(example_run, "define-128")
+    old = {choice: {k: v for k, v in scores.items() if k not in ("brevity_penalty", "length_ratio")}
+           for choice, scores in result["scores"].items()}
+    results_dir = os.path.dirname(example_run.results)
+    assert study.add_lengths({**result, "scores": old}, results_dir, references)
+    assert old == result["scores"]  # the same brevity penalty and length ratio as scored at the time
+    assert not study.add_lengths(result, results_dir, references)  # nothing to add
+    wrong = {choice: dict(scores, bleu=scores["bleu"] + 1) for choice, scores in old.items()}
+    for scores in wrong.values():
+        del scores["brevity_penalty"], scores["length_ratio"]
+    with pytest.raises(ValueError, match="gives BLEU"):  # translations that are not the scored ones
+        study.add_lengths({**result, "scores": wrong}, results_dir, references)
+
+
 def test_paired_bootstrap_p_value_separates_a_real_difference_from_noise():
     references = [f"a man rides a red bike number {i} down the street" for i in range(200)]
     near = [r if i % 10 else r.replace("red", "blue") for i, r in enumerate(references)]

@@ -294,6 +294,21 @@ def paired_tests(results, results_dir: str, references) -> list:
     return tests
 
 
+def add_lengths(result: dict, results_dir: str, references) -> bool:
+    """Add the brevity penalty and length ratio to the test scores of a row scored before they were recorded, from
+    its committed test translations (the BLEU they give must be the recorded one); returns whether any was added."""
+    added = False
+    for choice, scores in result["scores"].items():
+        path = os.path.join(results_dir, TAG, result["name"], f"hypotheses.{choice}.txt")
+        if "brevity_penalty" not in scores and result.get("scored_on", "test") == "test" and os.path.isfile(path):
+            again = mt_pipeline.score(mt_pipeline.read_lines(path), references)
+            if abs(again["bleu"] - scores["bleu"]) > 1e-9:
+                raise ValueError(f"{path} gives BLEU {again['bleu']}, its result.json {scores['bleu']}")
+            scores.update(brevity_penalty=again["brevity_penalty"], length_ratio=again["length_ratio"])
+            added = True
+    return added
+
+
 def finished(results_dir: str) -> list:
     """The result.json of every finished row under RESULTS/mt_multi30k, in ROWS order (then any other)."""
     study = os.path.join(results_dir, TAG)
@@ -413,11 +428,16 @@ def main(argv=None):
             flags = [*ROWS[name], *(args.define_extra.split() if define else [])]
             run_one(name, flags, data_bin, os.path.join(workdir, name), os.path.join(args.results, TAG, name), budget,
                     args, tests)
-    results = finished(args.results)
-    rows = summary(results)
+    results, pairs = finished(args.results), None
     if not args.plot_only:
         references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS['test']}.{args.tgt}"))
+        for result in results:
+            if add_lengths(result, args.results, references):
+                with open(os.path.join(args.results, TAG, result["name"], "result.json"), "w") as f:
+                    json.dump(result, f, indent=2)
         pairs = paired_tests(results, args.results, references)
+    rows = summary(results)
+    if pairs is not None:
         with open(os.path.join(args.results, f"{TAG}.json"), "w") as f:
             json.dump({"rows": rows, "paired_bootstrap": pairs}, f, indent=2)
         print_pairs(pairs)
