@@ -381,11 +381,12 @@ def print_table(rows):
 
 def print_pairs(pairs):
     """The paired bootstrap tests as a table: each metric's difference (system - control) and p-value."""
+    width = max([12] + [len(t[k]) + 2 for t in pairs for k in ("system", "control")])
     if pairs:
-        print(f"\n{'system':<12}{'control':<12}{'checkpoint':<16}{'dBLEU':>7}{'p':>7}{'dchrF':>7}{'p':>7}")
+        print(f"\n{'system':<{width}}{'control':<{width}}{'checkpoint':<16}{'dBLEU':>7}{'p':>7}{'dchrF':>7}{'p':>7}")
     for t in pairs:
-        print(f"{t['system']:<12}{t['control']:<12}{t['checkpoint']:<16}{t['bleu_delta']:>+7.2f}{t['bleu_p']:>7.3f}"
-              f"{t['chrf_delta']:>+7.2f}{t['chrf_p']:>7.3f}")
+        print(f"{t['system']:<{width}}{t['control']:<{width}}{t['checkpoint']:<16}{t['bleu_delta']:>+7.2f}"
+              f"{t['bleu_p']:>7.3f}{t['chrf_delta']:>+7.2f}{t['chrf_p']:>7.3f}")
 
 
 def parse_args(argv):
