@@ -18,7 +18,8 @@ Rows (`ROWS`):
   k = 1024, N = 3, g_max = 32, each weight matrix's Adam step by fan-in).
 Diagnosis rows (`DIAGNOSIS`; run only when named with --only, scored on the valid set, never on test):
 - `define-128-unit-lr0.3`: `define-128` with the unit's Adam steps at 0.3x (`--define-unit-lr-scale 0.3`, the
-  Transformer LM study's fix).
+  Transformer LM study's fix);
+- `authors-128-residual-fan-in`: `authors-128-fan-in` starting as its control (`--define-residual`).
 
 Steps (examples/translation/pipeline.py): joint BPE with sentencepiece on the training text of both languages,
 fairseq-preprocess with a joined dictionary, fairseq-train (`RECIPE`: fairseq's IWSLT recipe scaled to Multi30k,
@@ -69,6 +70,8 @@ ROWS = {
 }
 DIAGNOSIS = {  # a main row + one flag (a later flag overrides an earlier one)
     "define-128-unit-lr0.3": [*ROWS["define-128"], "--define-unit-lr-scale", "0.3"],
+    # the recommended unit starting as its control: out = control(e) + gate * unit(e), gate 0 at init
+    "authors-128-residual-fan-in": [*ROWS["authors-128-fan-in"], "--define-residual"],
 }
 ROWS.update(DIAGNOSIS)
 DEFAULT_ROWS = ("baseline", "map-128", "define-128", "authors-128-fan-in")
