@@ -282,9 +282,13 @@ def _pairs(recipes):
 
 
 def render_results() -> str:
-    """README's table: the recommended rows of RESULTS (test), read from docs/results/STUDY.json."""
-    rows = []
+    """README's table: the recommended rows of RESULTS (test; each against its first control), read from
+    docs/results/STUDY.json."""
+    rows, shown = [], set()
     for (model, name, control_name, define_name, _, paper), study, control, define in _pairs([RECOMMENDED]):
+        if (name, define_name) in shown:
+            continue
+        shown.add((name, define_name))
         compared = _compare(study, control, define)
         rows.append([model, f"{DATA[name]}, {define['updates']:,} updates", f"{define['n']}",
                      f"`{control_name}` {compared['control']}", f"`{define_name}` {compared['define']}",
