@@ -272,12 +272,14 @@ def _compare(study: dict, control: dict, define: dict) -> dict:
 
 
 def _pairs(recipes):
-    """(entry, study, control row, DeFINE row) of every RESULTS entry of `recipes` whose rows have run."""
-    for entry in RESULTS:
-        model, name, control_name, define_name, recipe, paper = entry
-        study = _study(name)
-        control, define = _row(study, control_name), _row(study, define_name)
-        if recipe in recipes and control is not None and define is not None:
+    """(entry, study, control row, DeFINE row) of every RESULTS entry of `recipes` whose rows have run (each study
+    table read once)."""
+    entries = [entry for entry in RESULTS if entry[4] in recipes]
+    studies = {name: _study(name) for name in {entry[1] for entry in entries}}
+    for entry in entries:
+        study = studies[entry[1]]
+        control, define = _row(study, entry[2]), _row(study, entry[3])
+        if control is not None and define is not None:
             yield entry, study, control, define
 
 

@@ -106,12 +106,18 @@ RECIPE = ["--task", "bptt_lm", "--tokens-per-sample", "70", "--batch-size", "20"
 EVAL = ["--task", "bptt_lm", "--batch-size", "10", "--tokens-per-sample", "70", "--num-workers", "0"]
 
 
+def widths(tiny: bool = False) -> tuple:
+    """(m, n of the Table-1c DeFINE rows): the context model's width and the small Map's."""
+    return (32, 16) if tiny else (M, 128)
+
+
 def rows(tiny: bool = False) -> dict:
     """The study's rows {name: {"n", "d", "flags"}}; `tiny`: the same rows on define_awd_lstm_tiny's sizes (and
     adaptive cutoffs 500, 2000, for the small dictionaries of test slices)."""
-    m, context, cutoff = (32, TINY_CONTEXT, "500,2000") if tiny else (M, CONTEXT, "5000,20000")
-    small, table_1c, table_1a, recommended = ((16, TINY_UNIT, TINY_UNIT, TINY_RECOMMENDED) if tiny
-                                              else (128, TABLE_1C_UNIT, TABLE_1A_UNIT, RECOMMENDED))
+    m, small = widths(tiny)
+    context, cutoff = (TINY_CONTEXT, "500,2000") if tiny else (CONTEXT, "5000,20000")
+    table_1c, table_1a, recommended = ((TINY_UNIT, TINY_UNIT, TINY_RECOMMENDED) if tiny
+                                       else (TABLE_1C_UNIT, TABLE_1A_UNIT, RECOMMENDED))
 
     def row(n, *flags):
         return {"n": n, "d": n, "flags": [*context, "--define-map-dim", str(n), *flags]}
@@ -132,13 +138,12 @@ def diagnosis_rows(tiny: bool = False) -> dict:
     every dropout off (`NO_DROPOUT`); and the recommended unit's rows starting as their controls
     (`--define-residual`: out = control(e) + gate * unit(e), gate 0 at init), the rest unchanged (a later flag
     overrides an earlier one)."""
-    study = rows(tiny)
-    plain = f"adaptive-{32 if tiny else M}"
-    define, small = f"{plain}-define", f"authors-{16 if tiny else 128}"
+    study, (m, small) = rows(tiny), widths(tiny)
+    plain, define = f"adaptive-{m}", f"adaptive-{m}-define"
     unit_steps = {f"{define}-unit-lr{scale}": with_flags(study[define], "--define-unit-lr-scale", scale)
                   for scale in ("1", "0.1")}
     residual = {f"{name}-residual-fan-in": with_flags(study[f"{name}-fan-in"], "--define-residual")
-                for name in (f"{plain}-authors", small)}
+                for name in (f"{plain}-authors", f"authors-{small}")}
     return {**unit_steps, f"{plain}-no-dropout": with_flags(study[plain], *NO_DROPOUT),
             f"{define}-no-dropout": with_flags(study[define], *NO_DROPOUT), **residual}
 

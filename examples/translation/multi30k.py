@@ -164,15 +164,28 @@ def translate_and_score(data_bin: str, checkpoint: str, references, hypotheses_p
     return mt_pipeline.score(hypotheses, references)
 
 
+def target_lines(args, split: str):
+    """The target side of Multi30k's `split` (train, valid or test) in args.data."""
+    return mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS[split]}.{args.tgt}"))
+
+
+def score_each_checkpoint(result: dict, save_dir: str, data_bin: str, subset: str, references, hypotheses_prefix: str,
+                          generate_extra) -> dict:
+    """{choice: scores} of the translations of `data_bin`'s `subset` by each checkpoint of result["scores"] (in
+    save_dir), saved to HYPOTHESES_PREFIX.CHOICE.txt."""
+    return {choice: translate_and_score(data_bin, os.path.join(save_dir, scores["checkpoint"]), references,
+                                        f"{hypotheses_prefix}.{choice}.txt", generate_extra, subset)
+            for choice, scores in result["scores"].items()}
+
+
 def score_extra_tests(result: dict, save_dir: str, tests: dict, generate_extra) -> bool:
     """Add to result["extra_tests"] the scores of each test set of `tests` (name -> (data_bin, references)) it
     lacks, for the checkpoints of result["scores"]; returns whether any was added."""
     missing = {name: test for name, test in tests.items() if name not in result.setdefault("extra_tests", {})}
-    for name, (test_bin, references) in missing.items():
-        result["extra_tests"][name] = {
-            choice: translate_and_score(test_bin, os.path.join(save_dir, scores["checkpoint"]), references,
-                               os.path.join(save_dir, f"hypotheses.{name}.{choice}.txt"), generate_extra)
-            for choice, scores in result["scores"].items()}
+    for name, (test_bin, test_references) in missing.items():
+        result["extra_tests"][name] = score_each_checkpoint(result, save_dir, test_bin, "test", test_references,
+                                                            os.path.join(save_dir, f"hypotheses.{name}"),
+                                                            generate_extra)
     return bool(missing)
 
 
@@ -182,12 +195,9 @@ def score_valid(result: dict, data_bin: str, save_dir: str, out_dir: str, args) 
     them and was scored on test (a diagnosis row's scores are valid ones); returns whether they were added."""
     if "valid_scores" in result or result.get("scored_on", "test") != "test":
         return False
-    references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS['valid']}.{args.tgt}"))
-    result["valid_scores"] = {
-        choice: translate_and_score(data_bin, os.path.join(save_dir, scores["checkpoint"]), references,
-                                    os.path.join(out_dir, f"hypotheses.valid.{choice}.txt"),
-                                    args.generate_extra.split(), "valid")
-        for choice, scores in result["scores"].items()}
+    result["valid_scores"] = score_each_checkpoint(result, save_dir, data_bin, "valid", target_lines(args, "valid"),
+                                                   os.path.join(out_dir, "hypotheses.valid"),
+                                                   args.generate_extra.split())
     return True
 
 
@@ -218,7 +228,7 @@ def score_checkpoints(data_bin: str, save_dir: str, out_dir: str, args, subset: 
     """BLEU and chrF on every sentence of `subset` (test2016 or, for a diagnosis row, valid; beam 5) and valid loss
     of the average of the last `args.average` epoch checkpoints (written now) and of checkpoint_best.pt, keyed
     "average-last-N" and "best"; the translations go to out_dir/hypotheses[.SUBSET].CHOICE.txt."""
-    references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS[subset]}.{args.tgt}"))
+    references = target_lines(args, subset)
     prefix = "hypotheses" if subset == "test" else f"hypotheses.{subset}"
     epochs = mt_pipeline.last_epoch_checkpoints(save_dir, args.average)
     choices = {f"average-last-{args.average}": mt_pipeline.average_checkpoints(
@@ -434,7 +444,7 @@ def main(argv=None):
                     args, tests)
     results, pairs = finished(args.results), None
     if not args.plot_only:
-        references = mt_pipeline.read_lines(os.path.join(args.data, f"{SPLITS['test']}.{args.tgt}"))
+        references = target_lines(args, "test")
         for result in results:
             if add_lengths(result, args.results, references):
                 with open(os.path.join(args.results, TAG, result["name"], "result.json"), "w") as f:
