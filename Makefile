@@ -22,7 +22,7 @@ PIN     := $(VENV)/torch-pin.txt
 # Re-install when setup.py or the chosen torch/fairseq/test dependencies change (not on every edit of this Makefile).
 STAMP   := $(VENV)/.installed-$(shell echo '$(TORCH) $(FAIRSEQ) $(TEST_DEPS)' | md5sum | cut -c1-8)
 
-.PHONY: install lint test bench demo clean
+.PHONY: install lint test test-fast bench gpu-check demo clean
 
 install: $(STAMP)
 
@@ -50,12 +50,23 @@ lint:
 test: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
+# the unit tests alone (about a minute): leaves out the tests marked slow in pytest.ini (training, fairseq commands)
+test-fast: install
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
+
 bench: install
 	mkdir -p $(BENCH_DIR)
 	$(PY) -m benchmarks glt --json $(BENCH_DIR)/glt.json
 	$(PY) -m benchmarks embedding --data $(DATA) --json $(BENCH_DIR)/embedding.json
 	$(PY) -m benchmarks lm --data $(DATA) --cache $(BENCH_DIR)/wikitext-2-bin --json $(BENCH_DIR)/lm.json
 	$(PY) -m benchmarks eval --data $(DATA) --cache $(BENCH_DIR)/wikitext-2-bin --json $(BENCH_DIR)/eval.json
+
+# on a CUDA machine, at most 8 minutes: the CUDA tests, GLT in fp32/bf16/fp16, the LM step in bf16, host
+# synchronisations per forward and a 300-update training (benchmarks/gpu_check.py); writes one JSON. Without CUDA it
+# prints one line and exits 0.
+gpu-check: install
+	@$(PY) -m benchmarks.gpu_check --data $(DATA) --cache $(BENCH_DIR)/wikitext-2-bin \
+		--json docs/results/benchmarks/gpu_check.json
 
 clean:
 	rm -rf $(VENV) $(BENCH_DIR) build *.egg-info

@@ -7,7 +7,7 @@ import torch
 
 from benchmarks.timing import write_json
 
-BENCHES = ("glt", "embedding", "lm", "eval")
+BENCHES = ("glt", "embedding", "lm", "eval", "breakdown")
 
 
 def main(argv=None):

@@ -2,7 +2,7 @@
 
     python -m benchmarks eval --data ../shared/data/wikitext-2 --json bench-results/eval.json
 
-The models are the study's `define-n` and `map-n` rows (examples/language_model/wikitext2_study.py; same n, Map
+The models are the study's `define-n` and `map-n` rows (the lm_wikitext2 study, studies/language_models.py; same n, Map
 and context). `validation` is what fairseq-train's validation does per batch (model.eval(), no grad, the task's
 valid_step with the adaptive loss) over the whole valid split: DeFINE runs its unit on each batch's unique ids.
 `eval_lm` is fairseq-eval-lm's path: prepare_for_inference_ (which arms DeFINE's inference table), then fairseq's

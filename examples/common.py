@@ -49,15 +49,16 @@ def run(command: Sequence, log: Optional[str] = None, echo: bool = True, check: 
     return out
 
 
-def preprocess_wikitext(raw: str, dest: str) -> str:
-    """Binarize WikiText (wiki.{train,valid,test}.tokens in `raw`) into `dest` with fairseq-preprocess, once."""
+def preprocess_wikitext(raw: str, dest: str, runner=None) -> str:
+    """Binarize WikiText (wiki.{train,valid,test}.tokens in `raw`) into `dest` with fairseq-preprocess (run by
+    `runner`, default `run`), once."""
     if not os.path.isfile(os.path.join(dest, "test.bin")):
         if not os.path.isfile(os.path.join(raw, "wiki.train.tokens")):
             sys.exit(f"WikiText-2 not found in {raw}: download wikitext-2-v1 (Merity et al. 2016, e.g. the copy in "
                      f"pytorch/examples' word_language_model/data/wikitext-2) and pass its folder (--data / DATA=)")
-        run(fairseq("preprocess", "--only-source", "--trainpref", f"{raw}/wiki.train.tokens", "--validpref",
-                    f"{raw}/wiki.valid.tokens", "--testpref", f"{raw}/wiki.test.tokens", "--destdir", dest,
-                    "--workers", "2"))
+        (runner or run)(fairseq("preprocess", "--only-source", "--trainpref", f"{raw}/wiki.train.tokens",
+                                "--validpref", f"{raw}/wiki.valid.tokens", "--testpref", f"{raw}/wiki.test.tokens",
+                                "--destdir", dest, "--workers", "2"))
     return dest
 
 

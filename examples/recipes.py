@@ -1,6 +1,6 @@
-"""fairseq-train flags shared by `make demo` and the studies: the recommended DeFINE unit, the small WikiText-2
-language models (one context model, 2 pre-norm layers, 256 wide, with a DeFINE input, the same Map without a unit,
-or fairseq's adaptive input, each with an adaptive softmax tied to the input: cutoffs 5000,20000, factor 4) and the
+"""fairseq-train flags shared by `make demo`, the studies and the benchmarks: the small WikiText-2 language models
+(one context model, 2 pre-norm layers, 256 wide, with a DeFINE input, the same Map without a unit, or fairseq's
+adaptive input, each with an adaptive softmax tied to the input: cutoffs 5000,20000, factor 4) and the
 small translation context."""
 
 SMALL_LM_CONTEXT = [
@@ -13,20 +13,12 @@ TIED_ADAPTIVE = [
 ]
 
 
-def recommended_unit(m: int, max_groups: int = 32) -> list:
-    """The recommended DeFINE unit for a context model m wide (issue #23's verdict, chosen on validation in the
-    WikiText-2 Transformer-LM study): the authors' unit (docs/authors-unit.md), k = 4m, N = 3, g_max = 32, LayerNorm
-    and swish, each weight matrix's Adam step at min(1, d / fan-in). The context model's recipe stays as it is."""
-    return ["--define-transform", "authors", "--define-expand-dim", str(4 * m), "--define-depth", "3",
-            "--define-max-groups", str(max_groups), "--define-norm", "ln", "--define-activation", "swish",
-            "--define-unit-lr-scale", "fan-in"]
-
-
-# `make demo`'s model: a 64-wide adaptive Map projected to the context's 256, + the recommended unit (the WikiText-2
-# study's `authors-64-fan-in` row); its control, the same Map without a unit (`map-64`).
+# `make demo`'s model: a 64-wide adaptive Map projected to the context's 256 with the default unit (no --define-*
+# unit flag: the Transformer LM's default preset, recommended: the WikiText-2 study's `authors-64-fan-in` row); its
+# control, the same Map without a unit (`map-64`).
 SMALL_MAP = ["--arch", "define_transformer_lm", *SMALL_LM_CONTEXT, *TIED_ADAPTIVE, "--define-map-dim", "64",
              "--define-input-dim", "256"]
-SMALL_DEFINE_LM = [*SMALL_MAP, *recommended_unit(256)]
+SMALL_DEFINE_LM = SMALL_MAP
 SMALL_CONTROL_LM = [*SMALL_MAP, "--define-transform", "none"]
 # A named stock arch resized to the same context (the bare `transformer_lm` skips base_lm_architecture and keeps
 # decoder_input_dim = 512, which breaks tied adaptive weights at 256 wide); transformer_lm_big only sets sizes.

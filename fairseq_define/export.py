@@ -14,6 +14,8 @@ IN: a checkpoint of `define_transformer_lm*` or `define_transformer*`. OUT: the 
 Everything else in the model config carries over; what the stock model cannot express is a one-line error.
 The exported model's log-probabilities are checked against the original's before anything is written.
 The plugin's Transformer-XL and LSTM models have no stock twin and are refused.
+Exit status 0 on success; an error (a bad argument, a checkpoint it cannot read, a model it cannot export) is one
+line `fairseq-define-export: error: ...` on stderr and exit status 2, and nothing is written.
 
 Not exportable as stock: `--share-all-embeddings` ties the output to the input table in fairseq, while a DeFINE
 output scores against the Map, so the exported encoder and decoder keep two equal tables (one tensor in the file).
@@ -30,6 +32,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from fairseq_define.params import OneLineErrorParser
+
+PROG = "fairseq-define-export"
 LOGPROB_TOLERANCE = 1e-4  # the largest |log p| difference between the original and the export that is accepted
 STOCK_MODELS = {"define_transformer_lm": "transformer_lm", "define_transformer": "transformer"}
 
@@ -284,8 +289,18 @@ def stock_checkpoint(state: dict, cfg: dict, model_cfg: dict, model_state: dict)
     }
 
 
+def one_line(error: BaseException, width: int = 160) -> str:
+    """`Type: the first line of the message` (its first sentence where the line is longer than `width`): an
+    exception inside a one-line error."""
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return type(error).__name__
+    text = lines[0] if len(lines[0]) <= width else lines[0].split(". ")[0][:width]
+    return f"{type(error).__name__}: {text}"
+
+
 def export_checkpoint(path: str, out: str, data: Optional[str] = None) -> dict:
-    """Read the DeFINE checkpoint `path`, write the stock one to `out`; returns the report (see `main`)."""
+    """Read the DeFINE checkpoint `path`, write the stock one to `out`; returns the report (`describe` prints it)."""
     from omegaconf import OmegaConf
 
     from fairseq import checkpoint_utils, tasks
@@ -293,13 +308,19 @@ def export_checkpoint(path: str, out: str, data: Optional[str] = None) -> dict:
     import fairseq_define.plugin  # noqa: F401  (registers the DeFINE models)
 
     start = time.perf_counter()
-    state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides={"data": data} if data else None)
+    try:
+        state = checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides={"data": data} if data else None)
+    except Exception as e:  # not a file torch reads, or not a fairseq checkpoint
+        raise ExportError(f"cannot read {path} as a fairseq checkpoint: {one_line(e)}") from e
     if state.get("cfg") is None:
         raise ExportError(f"{path} has no cfg (a checkpoint from fairseq < 0.10?); re-save it with fairseq-train")
     cfg = OmegaConf.to_container(state["cfg"], resolve=True, enum_to_str=True)
     if not isinstance(cfg["model"], dict):
         cfg["model"] = dict(vars(cfg["model"]))
-    task = tasks.setup_task(state["cfg"].task)
+    try:
+        task = tasks.setup_task(state["cfg"].task)
+    except FileNotFoundError as e:
+        raise ExportError(f"the training data's dictionaries are missing ({one_line(e)}); give --data DIR") from e
     model = task.build_model(state["cfg"].model)
     model.load_state_dict(state["model"], strict=True, model_cfg=state["cfg"].model)
     model.eval()
@@ -312,15 +333,19 @@ def export_checkpoint(path: str, out: str, data: Optional[str] = None) -> dict:
     if report["shared_table"]:  # one tensor under both names: torch.save stores it once
         model_state["decoder.embed_tokens.weight"] = model_state["encoder.embed_tokens.weight"]
     checkpoint = stock_checkpoint(state, cfg, model_cfg, model_state)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     partial = out + ".partial"
-    torch.save(checkpoint, partial)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        torch.save(checkpoint, partial)
+    except OSError as e:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise ExportError(f"cannot write {out}: {one_line(e)}") from e
     try:
         torch.load(partial, map_location="cpu", weights_only=True)  # what stock fairseq does on torch >= 2.6
     except Exception as e:
         os.remove(partial)
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"the checkpoint would not load in stock fairseq (torch weights-only): {first_line}") from e
+        raise ExportError(f"the checkpoint would not load in stock fairseq (torch weights-only): {one_line(e)}") from e
     os.replace(partial, out)
     (params_in, bytes_in), (params_out, bytes_out) = count(model), count(stock)
     report.update(
@@ -349,20 +374,31 @@ def describe(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fairseq-define-export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def command_line() -> argparse.ArgumentParser:
+    """The command's argument parser (one-line errors, exit status 2)."""
+    parser = OneLineErrorParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="the DeFINE checkpoint (IN.pt)")
     parser.add_argument("out", help="where to write the stock fairseq checkpoint (OUT.pt)")
     parser.add_argument("--data", help="the data folder with the dictionaries (default: the checkpoint's)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv=None) -> None:
+    """fairseq-define-export: prints the report and exits 0; a bad argument, a checkpoint it cannot read or a model
+    it cannot export is one line `fairseq-define-export: error: ...` on stderr and exit status 2, nothing written.
+    In Python, `export_checkpoint` returns the report."""
+    parser = command_line()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not os.path.isfile(args.checkpoint):
+        parser.error(f"no checkpoint file {args.checkpoint}")
+    if args.data is not None and not os.path.isdir(args.data):
+        parser.error(f"--data {args.data} is not a folder")
     try:
         report = export_checkpoint(args.checkpoint, args.out, args.data)
     except ExportError as e:
-        raise SystemExit(f"fairseq-define-export: {e}") from None
+        parser.error(str(e))
     print(json.dumps(report) if args.json else describe(report))
-    return report
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ Parts: map = the input embedding without the DeFINE unit (for stock models the w
 included, plus any input projection); define = the DeFINE units; context = everything between input and output
 (encoder and decoder layers, final norms); output = the output layer (projection, adaptive softmax, m -> n
 projection) less what it shares with the input. Shared parameters are counted once.
+
+Exit status 0 on success; a command line that builds no model (a bad flag or value, no vocabulary, an unknown
+--arch) is one line `fairseq-define-params: error: ...` on stderr and exit status 2.
 """
 
 import argparse
@@ -26,8 +29,24 @@ from collections import OrderedDict
 
 import torch
 
+PROG = "fairseq-define-params"
 PARTS = ("map", "define", "context", "output")
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class ParamsError(ValueError):
+    """A command line that builds no model (the message says why, in one line)."""
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser whose error is one line on stderr, `PROG: error: MESSAGE` (no usage), and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
+def _refuse(message):
+    raise ParamsError(message)
 
 
 def part_of(name: str) -> str:
@@ -55,7 +74,7 @@ def _write_dictionary(path: str, vocab_size: int):
 
     specials = len(Dictionary())
     if vocab_size <= specials:
-        raise SystemExit(f"--vocab-size {vocab_size} must be larger than fairseq's {specials} special symbols")
+        raise ParamsError(f"--vocab-size {vocab_size} must be larger than fairseq's {specials} special symbols")
     with open(path, "w") as f:
         for i in range(vocab_size - specials):
             f.write(f"w{i} 1\n")
@@ -68,15 +87,17 @@ def build_model(argv, device="meta"):
 
 
 def build_model_and_config(argv, device="meta"):
-    """(model, task, cfg.model as a plain dict, as a checkpoint holds it) of `fairseq-train DATA <argv>`."""
+    """(model, task, cfg.model as a plain dict, as a checkpoint holds it) of `fairseq-train DATA <argv>`; raises
+    ParamsError where `argv` builds no model."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--data")
     pre.add_argument("--vocab-size", type=int)
     pre.add_argument("--arch", "-a", required=True)
     pre.add_argument("--task")
+    pre.error = _refuse  # a bad command line raises ParamsError instead of exiting
     known, rest = pre.parse_known_args(argv)
     if (known.data is None) == (known.vocab_size is None):
-        raise SystemExit("give exactly one of --data DIR or --vocab-size V")
+        raise ParamsError("give exactly one of --data DIR or --vocab-size V")
 
     from omegaconf import OmegaConf
 
@@ -86,7 +107,7 @@ def build_model_and_config(argv, device="meta"):
 
     import fairseq_define.plugin  # noqa: F401  (registers the DeFINE models)
     if known.arch not in ARCH_MODEL_REGISTRY:
-        raise SystemExit(f"unknown --arch {known.arch}")
+        raise ParamsError(f"unknown --arch {known.arch}")
     is_lm = issubclass(ARCH_MODEL_REGISTRY[known.arch], FairseqLanguageModel)
     task = known.task or ("language_modeling" if is_lm else "translation")
 
@@ -101,11 +122,15 @@ def build_model_and_config(argv, device="meta"):
             else:
                 _write_dictionary(os.path.join(tmp, "dict.txt"), known.vocab_size)
         parser = options.get_training_parser(default_task=task)
+        parser.error = _refuse
         args = options.parse_args_and_arch(
             parser, [data, "--task", task, "--arch", known.arch, "--user-dir", PLUGIN_DIR, "--cpu"] + extra + rest
         )
         cfg = convert_namespace_to_omegaconf(args)
-        fairseq_task = tasks.setup_task(cfg.task)
+        try:
+            fairseq_task = tasks.setup_task(cfg.task)
+        except FileNotFoundError as e:
+            raise ParamsError(f"--data {known.data}: no {os.path.basename(e.filename or 'dictionary')}") from e
         with torch.device(device):
             model = fairseq_task.build_model(cfg.model)
         if isinstance(cfg.model, argparse.Namespace):  # a legacy (add_args) architecture, e.g. translation's
@@ -113,14 +138,19 @@ def build_model_and_config(argv, device="meta"):
         return model, fairseq_task, OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
 
 
-def main(argv=None):
+def main(argv=None) -> None:
+    """fairseq-define-params: prints the counts (exit status 0); a command line that builds no model is a one-line
+    error and exit status 2. In Python, `build_model` and `count_parts` give the model and its counts."""
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv or not argv:
         print(__doc__)
         return
     as_json, with_layers = "--json" in argv, "--layers" in argv
     argv = [a for a in argv if a not in ("--json", "--layers")]
-    model, _ = build_model(argv)
+    try:
+        model, _ = build_model(argv)
+    except ValueError as e:  # ParamsError, or an option value the model refuses (its message names the flag)
+        OneLineErrorParser(prog=PROG).error(str(e))
     counts = count_parts(model)
     layers = embedding_layers(model) if with_layers else {}
     if as_json:

@@ -1,7 +1,7 @@
 """The generated parts of the documentation: docs/models.md's reference and README.md's results table.
 
-    python -m fairseq_define.docs            # rewrite the generated blocks
-    python -m fairseq_define.docs --check    # exit 1 if a block is out of date (tests/test_docs.py runs this)
+    python -m studies docs            # rewrite the generated blocks
+    python -m studies docs --check    # exit 1 if a block is out of date (tests/test_docs.py runs this)
 
 - docs/models.md, block `reference`: built from `DefineConfig` (the `--define-*` flags, their defaults, choices and
   help) and from fairseq's registries once the plugin is loaded (the plugin's models with their architectures and
@@ -18,19 +18,18 @@ import argparse
 import dataclasses
 import enum
 import inspect
-import json
 import os
 import sys
 from typing import Iterable, List
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS_DIR = os.path.join(REPO_ROOT, "docs", "results")
+from studies.store import REPO as REPO_ROOT
+from studies.store import Store
 
 # The "+ DeFINE / control" rows: (model, study, control row, DeFINE row, recipe, the paper's figure). Perplexity
 # studies compare perplexity (ratio), mt_multi30k compares BLEU of the averaged last 5 checkpoints (difference,
 # paired bootstrap p) and, on validation, its label-smoothed loss. Recipe: "paper" (the paper's unit, each study's
-# own step) or "recommended" (one recipe everywhere: examples/recipes.recommended_unit). README shows the
-# recommended rows; docs/results.md every row. NEW STUDY ROWS GO HERE (then run `python -m fairseq_define.docs`).
+# own step) or "recommended" (`--define-preset recommended`; the authors-n-fan-in rows ran exactly its unit). README
+# shows the recommended rows; docs/results.md every row. NEW STUDY ROWS GO HERE (then run `python -m studies docs`).
 PAPER, RECOMMENDED = "paper's unit", "recommended"
 LM_PAPER, TXL_PAPER = "0.89x (Table 2), 0.92x (Table 1a)", "0.86-0.91x (Table 2)"
 MT_PAPER = "DeFINE >= the full table, fewer parameters (Table 3, WMT'14)"
@@ -52,12 +51,19 @@ RESULTS = [
     ("Transformer (MT)", "mt_multi30k", "baseline", "define-128", PAPER, MT_PAPER),
     ("Transformer (MT)", "mt_multi30k", "baseline", "authors-128-fan-in", RECOMMENDED, MT_PAPER),
 ]
+# Pairs run over seeds: (model, study, control rows, recommended rows), seed 1 first (the rows above), then seeds 2, 3.
+SEEDED = [
+    ("Transformer LM, n = 128", "lm_wikitext2", ["map-128", "map-128-seed2", "map-128-seed3"],
+     ["authors-128-fan-in", "recommended-128-seed2", "recommended-128-seed3"]),
+    ("AWD-LSTM, Table 1a", "lstm_wikitext2", ["adaptive-256", "adaptive-256-seed2", "adaptive-256-seed3"],
+     ["adaptive-256-authors-fan-in", "adaptive-256-recommended-seed2", "adaptive-256-recommended-seed3"]),
+]
 DATA = {"lm_wikitext2": "WikiText-2", "txl_wikitext2": "WikiText-2", "lstm_wikitext2": "WikiText-2",
         "mt_multi30k": "Multi30k en-de"}
 
 
 def _marker(name: str):
-    return (f"<!-- BEGIN GENERATED {name} by `python -m fairseq_define.docs`: do not edit by hand -->",
+    return (f"<!-- BEGIN GENERATED {name} by `python -m studies docs`: do not edit by hand -->",
             f"<!-- END GENERATED {name} -->")
 
 
@@ -243,8 +249,7 @@ def component_sections() -> List[str]:
 
 
 def _study(name: str) -> dict:
-    with open(os.path.join(RESULTS_DIR, f"{name}.json"), encoding="utf-8") as f:
-        return json.load(f)
+    return Store().table(name)
 
 
 def _row(study: dict, name: str):
@@ -313,6 +318,79 @@ def render_cross_model() -> str:
     return "\n".join([begin] + _table(header, rows) + [end])
 
 
+def seed_rows() -> List[dict]:
+    """For each SEEDED pair: the seeds both rows finished, the test and valid ratios per seed, their mean and range,
+    and the controls' own spread (max / min test perplexity over the seeds)."""
+    out = []
+    for model, study, controls, defines in SEEDED:
+        rows = Store().rows(study)
+        pairs = [(rows[c], rows[d]) for c, d in zip(controls, defines) if c in rows and d in rows]
+        if not pairs:
+            continue
+        ratios = {subset: [d[f"{subset}_ppl"] / c[f"{subset}_ppl"] for c, d in pairs] for subset in ("valid", "test")}
+        control_test = [c["test_ppl"] for c, _ in pairs]
+        out.append({"model": model, "study": study, "seeds": len(pairs), "ratios": ratios,
+                    "control_spread": max(control_test) / min(control_test)})
+    return out
+
+
+def render_seeds() -> str:
+    """The seed table: each seeded pair's ratio (+ recommended / control) per seed, mean and range."""
+    rows = []
+    for r in seed_rows():
+        cells = [r["model"], f"{r['seeds']}"]
+        for subset in ("valid", "test"):
+            values = r["ratios"][subset]
+            cells.append(f"{' / '.join(f'{v:.3f}' for v in values)}; mean **{sum(values) / len(values):.3f}x** "
+                         f"({min(values):.3f}-{max(values):.3f})")
+        cells.append(f"{100 * (r['control_spread'] - 1):.1f} %")
+        rows.append(cells)
+    begin, end = _marker("seeds")
+    header = ["pair", "seeds", "valid: recommended / control, per seed; mean (range)", "test: the same",
+              "controls' test spread (max / min - 1)"]
+    return "\n".join([begin] + _table(header, rows) + [end])
+
+
+# The frontiers: (model, study, {family: row name pattern with {n}}, the widths n). The recommended family's first
+# seed is the authors-n-fan-in rows (the unit `--define-preset recommended` builds).
+FRONTIERS = [
+    ("Transformer LM", "lm_wikitext2", {"control": ["map-{n}"],
+                                         "recommended": ["authors-{n}-fan-in", "recommended-{n}"],
+                                         "paper's unit": ["define-{n}"]}, (32, 64, 128, 256, 512)),
+    ("Transformer-XL", "txl_wikitext2", {"control": ["map-{n}"],
+                                          "recommended": ["authors-{n}-fan-in", "recommended-{n}"],
+                                          "paper's unit": ["define-{n}"]}, (64, 128, 256, 512)),
+]
+
+
+def frontier_rows(study: str, families: dict, widths) -> List[dict]:
+    """The finished rows of each family at each width (the first of the family's name patterns that ran), as
+    `studies.frontier` reads them."""
+    rows = Store().rows(study)
+    out = []
+    for family, patterns in families.items():
+        for n in widths:
+            r = next((rows[p.format(n=n)] for p in patterns if p.format(n=n) in rows), None)
+            if r is not None and r.get("test_ppl") is not None:
+                out.append({"name": r["name"], "family": family, "n": n, "params": r["params"],
+                            "define_params": r["define_params"], "map_params": r["parts"]["map"],
+                            "test_ppl": r["test_ppl"]})
+    return out
+
+
+def render_frontier() -> str:
+    """docs/results.md's savings table: for every DeFINE row, the parameters its control family needs for the same
+    test perplexity (log-linear between neighbouring control points) and the saving."""
+    from studies.frontier import equal_perplexity_savings, savings_markdown
+
+    lines = []
+    for model, study, families, widths in FRONTIERS:
+        lines += ["", f"**{model}** ({DATA[study]})", "", savings_markdown(equal_perplexity_savings(
+            frontier_rows(study, families, widths)))]
+    begin, end = _marker("frontier")
+    return "\n".join([begin, *lines, "", end])
+
+
 def render_reference() -> str:
     """docs/models.md's reference block, markers included."""
     import fairseq_define.plugin  # noqa: F401  (registers the models, tasks, criterions, optimizers)
@@ -329,7 +407,8 @@ def render_reference() -> str:
 
 
 BLOCKS = [("docs/models.md", "reference", render_reference), ("README.md", "results", render_results),
-          ("docs/results.md", "cross_model", render_cross_model)]
+          ("docs/results.md", "cross_model", render_cross_model), ("docs/results.md", "seeds", render_seeds),
+          ("README.md", "seeds", render_seeds), ("docs/results.md", "frontier", render_frontier)]
 
 
 def replace_block(text: str, name: str, block: str) -> str:
@@ -352,7 +431,7 @@ def updated_files(root: str = REPO_ROOT) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fairseq_define.docs", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies docs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only check: exit 1 if a block is out of date")
     args = parser.parse_args(argv)
     stale = 0
@@ -361,7 +440,7 @@ def main(argv=None):
         if generated == current:
             print(f"{relative} is up to date")
         elif args.check:
-            print(f"{relative} is out of date: run `python -m fairseq_define.docs`", file=sys.stderr)
+            print(f"{relative} is out of date: run `python -m studies docs`", file=sys.stderr)
             stale += 1
         else:
             with open(path, "w", encoding="utf-8") as f:

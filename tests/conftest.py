@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get("FAIRSEQ_DEFINE_DATA", os.path.join(REPO_ROOT, "..", "shared", "data"))
@@ -12,6 +13,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one pytest worker per 
     torch.set_num_threads(1)
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# Property tests draw the same examples on every run (derandomize: a seed from each test's own code), with no time
+# limit per example (a loaded machine is no failure) and no example database replaying another run's draws.
+# HYPOTHESIS_PROFILE=explore draws new random examples each run, to look for counterexamples on purpose.
+settings.register_profile("repeatable", derandomize=True, deadline=None, database=None)
+settings.register_profile("explore", deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 def data_dir(name):
@@ -29,24 +37,15 @@ def data_dir(name):
 
 @contextlib.contextmanager
 def examples_in_process():
-    """The examples' `run` runs their fairseq commands in this process (`tests.cli.run_in_process`): a study's
-    commands are unchanged, without an interpreter start-up and fairseq import per command."""
+    """The examples' `run` runs their fairseq commands in this process (`tests.cli.run_in_process`): their commands
+    are unchanged, without an interpreter start-up and fairseq import per command. (The studies take a `runner`.)"""
     import examples.common
-    import examples.language_model.study
-    import examples.translation.multi30k
     import examples.translation.pipeline
     from tests.cli import run_in_process
 
     with pytest.MonkeyPatch.context() as patch:
-        for module in (examples.common, examples.language_model.study, examples.translation.multi30k,
-                       examples.translation.pipeline):
+        for module in (examples.common, examples.translation.pipeline):
             patch.setattr(module, "run", run_in_process)
-        yield
-
-
-@pytest.fixture
-def fairseq_in_process():
-    with examples_in_process():
         yield
 
 

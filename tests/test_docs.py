@@ -22,13 +22,14 @@ import warnings
 import pytest
 
 import fairseq_define
-from fairseq_define import docs
+from studies import docs
 from tests.conftest import REPO_ROOT
 
 DOC_FILES = sorted(
     [os.path.join(REPO_ROOT, "README.md")]
     + glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))
     + glob.glob(os.path.join(REPO_ROOT, "examples", "**", "README.md"), recursive=True)
+    + [os.path.join(REPO_ROOT, "studies", "README.md")]
 )
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 FAIRSEQ_TOOLS = ("fairseq-train", "fairseq-eval-lm", "fairseq-generate", "fairseq-interactive", "fairseq-validate",
@@ -49,9 +50,9 @@ def blocks(language):
     return found
 
 
-def shell_commands(block):
+def shell_commands(block, evaluate=True):
     """The commands of a bash block as token lists, with variables (assigned in the block, or a for loop's first
-    value) expanded and continuation lines joined."""
+    value) expanded and continuation lines joined; a command substitution runs only with `evaluate`."""
     env, commands = {"PWD": REPO_ROOT}, []
     for line in block.replace("\\\n", " ").splitlines():
         line = line.strip()
@@ -63,7 +64,7 @@ def shell_commands(block):
             continue
         assignment = re.fullmatch(r"(\w+)=(\S+)(\s+#.*)?", line) or re.fullmatch(r"(\w+)=(\$\(.*\))", line)
         if assignment:
-            env[assignment.group(1)] = _evaluate(assignment.group(2))
+            env[assignment.group(1)] = _evaluate(assignment.group(2)) if evaluate else assignment.group(2)
             continue
 
         def expand(match):
@@ -94,11 +95,13 @@ def _evaluate(value):
 
 
 def all_commands():
-    return [(path, tokens) for path, block in blocks("bash") for tokens in shell_commands(block)]
+    """(path, block, index) of every documented command, found without running anything (collection time)."""
+    return [(path, block, i) for path, block in blocks("bash")
+            for i, _ in enumerate(shell_commands(block, evaluate=False))]
 
 
 def _ids(commands):
-    return [f"{path}:{' '.join(tokens[:4])}" for path, tokens in commands]
+    return [f"{path}:{' '.join(shell_commands(block, evaluate=False)[i][:4])}" for path, block, i in commands]
 
 
 COMMANDS = all_commands()
@@ -197,8 +200,9 @@ def check_hydra(args):
         assert override.split(".")[0] in groups, f"no config group for {override}"
 
 
-@pytest.mark.parametrize("path,tokens", COMMANDS, ids=_ids(COMMANDS))
-def test_documented_command_is_valid(path, tokens, monkeypatch):
+@pytest.mark.parametrize("path,block,index", COMMANDS, ids=_ids(COMMANDS))
+def test_documented_command_is_valid(path, block, index, monkeypatch):
+    tokens = shell_commands(block)[index]
     program, args = tokens[0], tokens[1:]
     if program.startswith(".venv/bin/"):
         program = program[len(".venv/bin/"):]
@@ -230,7 +234,7 @@ def test_documented_command_is_valid(path, tokens, monkeypatch):
 
 
 def test_every_kind_of_command_is_found():
-    programs = {tokens[0].replace(".venv/bin/", "") for _, tokens in COMMANDS}
+    programs = {shell_commands(block, evaluate=False)[i][0].replace(".venv/bin/", "") for _, block, i in COMMANDS}
     assert {"make", "fairseq-train", "fairseq-eval-lm", "python", "bash"} <= programs
 
 
@@ -248,7 +252,7 @@ def test_plain_pytorch_example_runs():
 
 def test_generated_blocks_are_current():
     stale = [_relative(path) for path, (current, generated) in docs.updated_files().items() if current != generated]
-    assert not stale, f"{stale} out of date: run `python -m fairseq_define.docs`"
+    assert not stale, f"{stale} out of date: run `python -m studies docs`"
 
 
 def test_every_results_entry_names_finished_rows_of_its_study():
@@ -294,3 +298,5 @@ def test_readme_is_short_and_metadata_agrees():
     with open(os.path.join(REPO_ROOT, "CITATION.cff")) as f:
         assert f"version: {fairseq_define.__version__}\n" in f.read()
     assert os.path.isfile(os.path.join(REPO_ROOT, "LICENSE"))
+
+pytestmark = pytest.mark.slow

@@ -29,10 +29,10 @@ def test_wmt14_training_data_is_concatenated_and_filtered(tmp_path):
 
 
 
-def test_plot_reads_valid_curves_from_fairseq_logs(tmp_path):
-    plot = load("examples/plot_results.py")
-    log = tmp_path / "train.log"
-    log.write_text(
+def test_valid_curves_are_read_from_fairseq_logs():
+    from studies.store import valid_curve
+
+    log = (
         "2026-11-24 05:00:00 | INFO | fairseq_cli.train | Start iterating over samples\n"
         "2026-11-24 05:00:30 | INFO | train_inner | epoch 001:     25 / 1020 loss=13.3, ppl=10170.2\n"
         "2026-11-24 05:01:00 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 9.518 | ppl 733.09 | "
@@ -43,7 +43,7 @@ def test_plot_reads_valid_curves_from_fairseq_logs(tmp_path):
         "2026-11-24 05:03:00 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 9.307 | nll_loss 9.2 | "
         "ar 0.1 | tar 0.03 | ppl 588.13 | wps 4417.5 | wpb 700 | bsz 10 | num_updates 250\n"
     )
-    assert plot.valid_curve(str(log)) == [(100, 60.0, 733.09), (200, 150.0, 548.75), (250, 180.0, 588.13)]
+    assert valid_curve(log) == [(100, 60.0, 733.09), (200, 150.0, 548.75), (250, 180.0, 588.13)]
 
 
 def test_grad_norms_records_every_part_during_fairseq_training(tmp_path):
@@ -89,8 +89,8 @@ def test_average_checkpoints_means_the_model_weights(tmp_path):
 
 def test_parsers_read_both_log_formats(tmp_path):
     from examples.common import train_wall_seconds, words_per_second
+    from studies.store import valid_curve
 
-    plot = load("examples/plot_results.py")
     log = tmp_path / "train.log"
     log.write_text(
         "INFO:valid:epoch 001 | valid on 'valid' subset | loss 8.7 | ppl 423.68 | wps 1 | wpb 2 | bsz 16 | "
@@ -100,26 +100,40 @@ def test_parsers_read_both_log_formats(tmp_path):
         "2026-11-24 05:00:00 | INFO | train | epoch 002 | loss 7.4 | ppl 172.73 | wps 3753 | ups 1.83 | "
         "wpb 1000 | bsz 16 | num_updates 2000 | lr 0.0003 | gnorm 0.58 | clip 0 | train_wall 11 | wall 1826\n"
     )
-    assert plot.valid_curve(str(log)) == [(200, None, 423.68)]
     text = log.read_text()
+    assert valid_curve(text) == [(200, None, 423.68)]
     assert train_wall_seconds(text) == 1000.0
     assert words_per_second(text) == (2000 * 1000 + 1000 * 1000) / 1000.0
 
 
-def test_recommended_rows_ran_the_recipe_the_examples_export():
-    """Every committed `authors-*-fan-in` row of every study (and `make demo`'s model) carries exactly the flags of
-    examples.recipes.recommended_unit for its context width: one recipe, not a copy per study."""
+def test_the_recommended_preset_is_the_unit_the_authors_fan_in_rows_ran():
+    """Every committed `authors-*-fan-in` row ran exactly the unit `--define-preset recommended` builds (so those rows
+    are the preset's first seed), and `make demo` trains the Transformer LM's default, the same unit."""
     from examples import recipes
+    from fairseq_define.models.define_options import DEFAULT_PRESETS
+    from fairseq_define.modules.define_config import DefineConfig
+    from studies.runner import last_value
     from tests.conftest import REPO_ROOT
 
-    unit = recipes.recommended_unit(256)  # every study's context model is 256 wide
     checked = 0
     for study in ("lm_wikitext2", "txl_wikitext2", "lstm_wikitext2", "mt_multi30k"):
         for path in glob.glob(os.path.join(REPO_ROOT, "docs", "results", study, "*authors-*-fan-in", "result.json")):
             flags = json.load(open(path))["flags"]
-            assert any(flags[i:i + len(unit)] == unit for i in range(len(flags))), path
+            n, d = int(last_value(flags, "--define-map-dim")), last_value(flags, "--define-input-dim")
+            ran = DefineConfig(map_dim=n, input_dim=d and int(d), transform="authors",
+                               expand_dim=int(last_value(flags, "--define-expand-dim")),
+                               depth=int(last_value(flags, "--define-depth")),
+                               max_groups=int(last_value(flags, "--define-max-groups")),
+                               norm=last_value(flags, "--define-norm"),
+                               activation=last_value(flags, "--define-activation"),
+                               unit_lr_scale=last_value(flags, "--define-unit-lr-scale"))
+            assert ran == DefineConfig.preset("recommended", 256, map_dim=n, input_dim=d and int(d)), path
             checked += 1
     assert checked >= 3  # the Transformer-LM study's three rows at least
-    unit = recipes.recommended_unit(256)
-    assert recipes.SMALL_DEFINE_LM[-len(unit):] == unit
+    assert DEFAULT_PRESETS["define_transformer_lm"] == "recommended"
+    assert not any(flag.startswith("--define-") and flag not in ("--define-map-dim", "--define-input-dim")
+                   for flag in recipes.SMALL_DEFINE_LM[::2] + recipes.SMALL_DEFINE_LM[1::2])
     assert recipes.SMALL_CONTROL_LM == [*recipes.SMALL_MAP, "--define-transform", "none"]
+
+
+pytestmark = pytest.mark.slow

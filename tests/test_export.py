@@ -15,6 +15,7 @@ from fairseq_define import export
 from fairseq_define.params import build_model
 from tests import cli
 from tests.conftest import data_dir
+from tests.test_params import run_installed
 
 LM = ["--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny", "--tokens-per-sample", 64]
 TRAIN = ["--max-tokens", 1024, "--optimizer", "adam", "--lr", 0.003, "--log-format", "simple", "--cpu", "--seed", 1,
@@ -221,6 +222,61 @@ def test_translation_export_generates_the_same_hypotheses_in_stock_fairseq(mt, c
         assert json.load(f) == hub.translate(mt.sentences, beam=2)
 
 
+# the installed command: exit status 0 on success, 2 and one line on stderr on an error -------------------------
+
+def export_command(*args, cwd):
+    return run_installed("fairseq-define-export", *args, cwd=cwd)
+
+
+def assert_one_line_error(out, message, only_line=True):
+    """Exit status 2, no traceback, nothing on stdout, and the error `fairseq-define-export: error: ...message...` as
+    the one line on stderr (`only_line`) or its last, after fairseq's own import-time log lines."""
+    lines = out.stderr.splitlines()
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr, out.stderr[-3000:]
+    if only_line:
+        assert len(lines) == 1, out.stderr[-3000:]
+    assert lines[-1].startswith("fairseq-define-export: error: ") and message in lines[-1], lines[-1]
+
+
+@pytest.mark.parametrize("lm", ["adaptive"], indirect=True)
+def test_installed_command_exits_0_and_writes_a_checkpoint_that_loads(lm, tmp_path):
+    out = export_command(lm.checkpoint, tmp_path / "model.pt", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "fairseq-define-export: error" not in out.stderr, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["arch"] == "transformer_lm_gpt2_tiny" and report["max_logprob_difference"] < 1e-4
+    state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    assert state["cfg"]["model"]["_name"] == "transformer_lm_gpt2_tiny" and state["cfg"]["common"]["user_dir"] is None
+    assert report["file_bytes"]["after"] == os.path.getsize(tmp_path / "model.pt")
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "the following arguments are required: checkpoint, out"),
+    (["IN.pt", "OUT.pt", "--bogus"], "unrecognized arguments: --bogus"),
+    (["missing.pt", "OUT.pt"], "no checkpoint file missing.pt"),
+    (["IN.pt", "OUT.pt", "--data", "no-such-folder"], "--data no-such-folder is not a folder"),
+])
+def test_bad_arguments_are_one_line_on_stderr_and_exit_2(tmp_path, args, message):
+    (tmp_path / "IN.pt").write_bytes(b"")
+    assert_one_line_error(export_command(*args, cwd=tmp_path), message)
+    assert not (tmp_path / "OUT.pt").exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_a_one_line_error_and_exit_2(tmp_path):
+    (tmp_path / "IN.pt").write_text("not a checkpoint\n")
+    assert_one_line_error(export_command("IN.pt", "OUT.pt", cwd=tmp_path), "cannot read IN.pt as a fairseq checkpoint",
+                          only_line=False)
+    assert sorted(os.listdir(tmp_path)) == ["IN.pt"]
+
+
+def test_an_architecture_without_a_stock_twin_is_a_one_line_error_and_exit_2(wikitext, tmp_path):
+    checkpoint = train(wikitext, str(tmp_path / "xl"), "--task", "bptt_lm", "--arch", "define_transformer_xl_tiny",
+                       "--tokens-per-sample", 16, "--batch-size", 2, *TRAIN[2:-1], 1)
+    out = export_command(checkpoint, "OUT.pt", cwd=tmp_path)
+    assert_one_line_error(out, "TransformerXLLanguageModel has no stock fairseq twin", only_line=False)
+    assert not (tmp_path / "OUT.pt").exists()
+
+
 # without training: the command's choices and refusals, on models built in memory -------------------------------
 
 def built(tmp_path, *flags, vocab=300):
@@ -274,3 +330,5 @@ def test_tied_adaptive_softmax_with_d_ne_n_becomes_an_untied_one_with_the_same_o
     assert [tuple(t[0].weight.shape) for t in softmax.tail] == [(12, 48), (3, 48)]
     assert not cfg["tie_adaptive_weights"] and not cfg["adaptive_input"] and cfg["decoder_output_dim"] == 48
     assert export.max_logprob_difference(model, stock, 300) < 1e-5
+
+pytestmark = pytest.mark.slow

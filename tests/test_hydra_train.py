@@ -10,6 +10,8 @@ from examples.common import run as run_command
 from tests import cli
 from tests.conftest import data_dir
 
+pytestmark = pytest.mark.slow  # fairseq-hydra-train trains, a process per run
+
 
 def hydra_train(config_dir, config_name, data, save_dir, *overrides):
     command = fairseq("hydra-train", "--config-dir", os.path.join(REPO, config_dir), "--config-name", config_name,

@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -47,10 +49,51 @@ def test_define_unit_counted_as_define_and_tied_output_not_double_counted():
     assert counts["output"] == 64 * 32  # only the m -> n projection: the output matrix is the Map table
 
 
-def test_needs_a_vocabulary():
-    out = subprocess.run([sys.executable, "-m", "fairseq_define.params", "--arch", "transformer_lm"],
-                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
-    assert out.returncode != 0 and "--data DIR or --vocab-size V" in out.stderr
+def installed_command(name):
+    """The path of the console command `name` that the package installs (next to this Python, or on PATH)."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    path = path if os.path.isfile(path) else shutil.which(name)
+    assert path, f"{name} is not installed: pip install -e . (make install) installs the package's commands"
+    return path
+
+
+def run_installed(name, *args, cwd=REPO_ROOT):
+    return subprocess.run([installed_command(name), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_installed_command_exits_0_with_the_counts():
+    out = run_installed("fairseq-define-params", "--arch", "define_transformer_lm_gpt2_tiny", "--vocab-size", 300,
+                        "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    model, _ = build_model(["--arch", "define_transformer_lm_gpt2_tiny", "--vocab-size", "300"], device="meta")
+    assert counts == dict(count_parts(model))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--arch", "transformer_lm"], "give exactly one of --data DIR or --vocab-size V"),
+    (["--vocab-size", 300], "the following arguments are required: --arch/-a"),
+])
+def test_a_command_line_without_a_model_is_one_line_on_stderr_and_exit_2(args, message):
+    out = run_installed("fairseq-define-params", *args)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.splitlines() == [f"fairseq-define-params: error: {message}"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--define-preset", "paper", "--define-max-groups", 6], "--define-max-groups=6 must be a power of two"),
+    (["--arch", "no_such_arch"], "unknown --arch no_such_arch"),
+])
+def test_a_bad_flag_or_value_is_a_one_line_error_and_exit_2(args, message):
+    """After fairseq's import (whose own log lines go to stderr first) the error is still one line, the last."""
+    out = run_installed("fairseq-define-params", "--arch", "define_transformer_lm_gpt2_tiny", "--vocab-size", 300,
+                        *args)
+    errors = [line for line in out.stderr.splitlines() if "error" in line.lower()]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert errors == [out.stderr.splitlines()[-1]] and errors[0].startswith("fairseq-define-params: error: ")
+    assert message in errors[0]
 
 
 def test_layers_of_the_authors_unit_and_its_host_scale():
@@ -81,3 +124,5 @@ def test_authors_unit_enters_every_host_unscaled(arch, stacks):
         assert getattr(model, stack).embed_scale == 1.0
     model, _ = build_model(flags[:-2] + ["--define-residual", "--vocab-size", "300"], device="meta")
     assert all(getattr(model, stack).embed_scale > 1.0 for stack in stacks)
+
+pytestmark = pytest.mark.slow

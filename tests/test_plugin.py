@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # each test starts a Python process that loads fairseq
+
 LOAD = (
     "import argparse, sys; from fairseq import utils; "
     "utils.import_user_module(argparse.Namespace(user_dir=sys.argv[1])); "
@@ -66,7 +68,8 @@ def test_one_version_and_the_accounting_entry_point():
 
     assert version("fairseq_define") == fairseq_define.__version__
     tool = os.path.join(os.path.dirname(sys.executable), "fairseq-define-params")
-    out = subprocess.run([tool, "--arch", "define_transformer_lm_gpt2_tiny", "--vocab-size", "300", "--json"],
+    out = subprocess.run([tool, "--arch", "define_transformer_lm_gpt2_tiny", "--define-preset", "paper",
+                          "--vocab-size", "300", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert '"define": 16440' in out.stdout.strip().splitlines()[-1]

@@ -2,15 +2,15 @@
 
     python -m examples.language_model.wikitext2_demo [--data ../shared/data/wikitext-2] [--workdir runs/demo]
 
-The model is the recommended configuration (examples/recipes.py `SMALL_DEFINE_LM`): a 64-wide adaptive Map
-projected to the 256-wide context, the recommended DeFINE unit (the authors' unit, steps by fan-in), the adaptive
-softmax tied to it and scoring 256-d states: the WikiText-2 study's `authors-64-fan-in` row, trained for 450 updates
-instead of 2,000. Steps, each a real fairseq command printed before it runs: fairseq-preprocess (once),
-fairseq-train (progress every 25 updates), fairseq-eval-lm on the test set; then the parameter breakdown of this
-model beside its control (the same Map without a unit) and fairseq's adaptive input (python -m
-fairseq_define.params), one sampled sentence through the hub interface, and the study's full-length perplexities
-of the three (read from docs/results/lm_wikitext2.json) to say what the short run's number means. About 3 minutes
-on 2 CPU cores (183 s measured, preprocessing included).
+The model is the default configuration (examples/recipes.py `SMALL_DEFINE_LM`: no --define-* unit flag): a 64-wide
+adaptive Map projected to the 256-wide context, the Transformer LM's default unit (the recommended preset: the
+authors' unit, steps by fan-in), the adaptive softmax tied to it and scoring 256-d states: the WikiText-2 study's
+`authors-64-fan-in` row, trained for 450 updates instead of 2,000. Steps, each a real fairseq command printed before
+it runs: fairseq-preprocess (once), fairseq-train (progress every 25 updates), fairseq-eval-lm on the test set; then
+the parameter breakdown of this model beside its control (the same Map without a unit) and fairseq's adaptive input
+(python -m fairseq_define.params), one sampled sentence through the hub interface, and the study's full-length
+perplexities of the three (read from docs/results/lm_wikitext2.json) to say what the short run's number means. About
+3 minutes on 2 CPU cores (183 s measured, preprocessing included).
 """
 
 import argparse

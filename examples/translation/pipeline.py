@@ -1,7 +1,7 @@
 """Raw parallel text to a sacreBLEU score through fairseq's CLIs, one function per step.
 
-Used by examples/translation/multi30k.py (runs here) and examples/translation/wmt14_en_de.py (for GPU machines),
-and by the tests, so the WMT recipe goes through the code paths that the Multi30k run exercises:
+Used by the Multi30k study (studies/translation.py, runs here) and examples/translation/wmt14_en_de.py (for GPU
+machines), and by the tests, so the WMT recipe goes through the code paths that the Multi30k run exercises:
 
     spm = train_sentencepiece([train.en, train.de], workdir/spm, vocab_size)   # joint BPE (sentencepiece)
     encode_splits(spm, raw_prefixes, workdir/spm-text, "en", "de")              # text -> pieces
@@ -58,13 +58,15 @@ def encode_splits(spm_model: str, raw: Dict[str, str], out_dir: str, src: str, t
                     fout.write(" ".join(processor.encode(line.strip(), out_type=str)) + "\n")
 
 
-def preprocess(text_dir: str, dest_dir: str, src: str, tgt: str, splits=("train", "valid", "test")) -> str:
-    """fairseq-preprocess with a joined dictionary (needed by --share-all-embeddings)."""
+def preprocess(text_dir: str, dest_dir: str, src: str, tgt: str, splits=("train", "valid", "test"),
+               runner=run) -> str:
+    """fairseq-preprocess with a joined dictionary (needed by --share-all-embeddings); commands go through
+    `runner`."""
     if not os.path.isfile(os.path.join(dest_dir, f"dict.{src}.txt")):
         prefixes = {"train": "--trainpref", "valid": "--validpref", "test": "--testpref"}
         args = [a for split in splits for a in (prefixes[split], os.path.join(text_dir, split))]
-        run(fairseq("preprocess", "--source-lang", src, "--target-lang", tgt, *args, "--destdir", dest_dir,
-                     "--joined-dictionary", "--workers", "2"))
+        runner(fairseq("preprocess", "--source-lang", src, "--target-lang", tgt, *args, "--destdir", dest_dir,
+                        "--joined-dictionary", "--workers", "2"))
     return dest_dir
 
 
@@ -105,14 +107,14 @@ def average_checkpoints(paths: Sequence[str], out: str) -> str:
 
 
 def generate(data_bin: str, checkpoint: str, subset: str = "test", beam: int = 5,
-             extra: Sequence[str] = ()) -> List[str]:
-    """Detokenized hypotheses of every sentence of `subset`, in corpus order.
+             extra: Sequence[str] = (), runner=run) -> List[str]:
+    """Detokenized hypotheses of every sentence of `subset`, in corpus order (fairseq-generate run by `runner`).
 
     `--required-batch-size-multiple 1`: otherwise fairseq drops a last batch that is not a multiple of 8.
     """
-    out = run(fairseq("generate", data_bin, "--path", checkpoint, "--gen-subset", subset, "--beam", beam,
-                      "--remove-bpe", "sentencepiece", "--required-batch-size-multiple", 1, "--max-tokens", 8000,
-                      *extra))
+    out = runner(fairseq("generate", data_bin, "--path", checkpoint, "--gen-subset", subset, "--beam", beam,
+                         "--remove-bpe", "sentencepiece", "--required-batch-size-multiple", 1, "--max-tokens", 8000,
+                         *extra))
     detok = {}
     for line in out.stdout.splitlines():
         match = re.match(r"^D-(\d+)\t[^\t]*\t(.*)$", line)

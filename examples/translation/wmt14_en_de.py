@@ -5,9 +5,9 @@
 
 Downloads the standard training data (Europarl v7, Common Crawl, News Commentary v12; newstest2013 for
 validation) on your machine, takes newstest2014 (`wmt14/full`) from sacreBLEU, then runs the same steps as
-examples/translation/multi30k.py (examples/translation/pipeline.py: joint sentencepiece BPE, fairseq-preprocess with a
-joined dictionary, fairseq-train, fairseq-generate, sacreBLEU). Training flags follow fairseq's
-examples/scaling_nmt recipe for one GPU (update-freq 8 ~ 8 GPUs); allow about a day on one recent GPU.
+the Multi30k study, studies/translation.py (examples/translation/pipeline.py: joint sentencepiece BPE,
+fairseq-preprocess with a joined dictionary, fairseq-train, fairseq-generate, sacreBLEU). Training flags follow
+fairseq's examples/scaling_nmt recipe for one GPU (update-freq 8 ~ 8 GPUs); allow about a day on one recent GPU.
 """
 
 import argparse

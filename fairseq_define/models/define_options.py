@@ -16,7 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.utils import safe_getattr
 
-from fairseq_define.modules.define_config import DefineConfig
+from fairseq_define.modules.define_config import PRESET_FIELDS, PRESETS, DefineConfig, preset_options
 from fairseq_define.modules.define_embedding import DefineEmbedding
 
 
@@ -35,14 +35,33 @@ def _fairseq_field(f, inverted: bool):
     if inverted:
         return bool, dataclass_field(default=False, metadata={"help": "DeFINE: do not " + f.metadata["help"]})
     kind = ChoiceEnum(list(f.metadata["choices"])) if f.metadata["choices"] else (f.metadata["cli_type"] or f.type)
-    if f.default is None:
-        kind = Optional[int]
-    return kind, dataclass_field(default=f.default, metadata={"help": help_text})
+    default = f.default
+    if f.name in PRESET_FIELDS and kind is not bool:  # unset (None) until a preset or DefineConfig's default fills it
+        help_text += f" (default: the preset's, else {f.default})"
+        default = None
+    if default is None:
+        kind = Optional[kind] if f.metadata["choices"] else Optional[int] if f.type in (int, Optional[int]) \
+            else Optional[str]
+    return kind, dataclass_field(default=default, metadata={"help": help_text})
+
+
+def _preset_field():
+    help_text = ("DeFINE: set every unit option of a recipe at once (docs/models.md#presets): "
+                 + "; ".join(f"{name}: {_first_line(preset_options.__doc__, name)}" for name in PRESETS)
+                 + ". A --define-* flag given too, or a unit size the architecture sets, overrides the preset's. "
+                   "Default: the model's (DEFAULT_PRESETS), unless --define-transform is given")
+    return "define_preset", Optional[ChoiceEnum(list(PRESETS))], dataclass_field(default=None,
+                                                                                 metadata={"help": help_text})
+
+
+def _first_line(doc: str, name: str) -> str:
+    line = next(line for line in doc.splitlines() if line.strip().startswith(f"- {name}:"))
+    return line.split(":", 1)[1].strip().rstrip(",;")
 
 
 DefineEmbeddingConfig = make_dataclass(
     "DefineEmbeddingConfig",
-    [(attribute, *_fairseq_field(f, inverted)) for f, attribute, inverted in _flag_fields()],
+    [_preset_field(), *[(attribute, *_fairseq_field(f, inverted)) for f, attribute, inverted in _flag_fields()]],
     bases=(FairseqDataclass,),
 )
 DefineEmbeddingConfig.__doc__ = "The --define-* flags of every DeFINE model (generated from DefineConfig)."
@@ -84,14 +103,58 @@ def set_define_defaults(args):
     set_dataclass_defaults(args, DefineEmbeddingConfig)
 
 
-def define_config(args, adaptive_cutoff=None, adaptive_factor=4.0) -> DefineConfig:
-    """The DefineConfig that the parsed `--define-*` flags (and the host's adaptive-input flags) describe."""
+# The preset each model family builds when neither --define-preset nor --define-transform is given: the one that
+# measured best in the family's study (docs/results.md). In translation the paper's unit beat the recommended one.
+DEFAULT_PRESETS = {"define_transformer_lm": "recommended", "define_transformer_xl": "recommended",
+                   "define_lstm_lm": "recommended", "define_transformer": "paper"}
+
+
+def chosen_preset(args, family: str) -> Optional[str]:
+    """The preset that builds the unit: --define-preset; else, unless --define-transform is given (a unit configured
+    by hand, or a checkpoint from before presets, whose options are all stored), the family's default."""
+    preset = getattr(args, "define_preset", None)
+    if preset is None and getattr(args, "define_transform", None) is None:
+        preset = DEFAULT_PRESETS[family]
+    return None if preset is None else str(preset)
+
+
+def paper_sizes(args, family: str, **sizes):
+    """An architecture's sizes for the paper's unit (e.g. define_expand_dim=4096): set where unset, unless another
+    preset builds the unit (its sizes then follow the model width)."""
+    if chosen_preset(args, family) in (None, "paper"):
+        for name, value in sizes.items():
+            setattr(args, name, safe_getattr(args, name, value))
+
+
+def define_config(args, model_dim: int, family: str, adaptive_cutoff=None, adaptive_factor=4.0,
+                  input_dim: Optional[int] = None) -> DefineConfig:
+    """The DefineConfig that the parsed `--define-*` flags (and the host's adaptive-input flags) describe for a
+    model `model_dim` wide: the flags given, then the preset's options (`chosen_preset`), then DefineConfig's
+    defaults (`input_dim`: d, where the model sets it). The resolved options are written back to `args` (the
+    legacy path's checkpoints store them)."""
     set_define_defaults(args)
+    preset = chosen_preset(args, family)
     values = {}
     for f, attribute, inverted in _flag_fields():
         value = getattr(args, attribute)
-        values[f.name] = (not value) if inverted else (str(value) if f.metadata["choices"] else value)
-    return DefineConfig(adaptive_cutoff=adaptive_cutoff, adaptive_factor=adaptive_factor, **values)
+        if inverted:
+            value = not value
+        elif value is not None and f.metadata["choices"]:
+            value = str(value)
+        unset = value is None or (f.name in PRESET_FIELDS and value is False)  # a store-true flag not given
+        if not unset:
+            values[f.name] = value
+    if input_dim is not None:
+        values["input_dim"] = input_dim
+    d = values.get("input_dim") or values.get("map_dim") or DefineConfig.map_dim
+    options = {**preset_options(preset, model_dim, d), **values} if preset else values
+    config = DefineConfig(adaptive_cutoff=adaptive_cutoff, adaptive_factor=adaptive_factor, **options)
+    with writable(args):
+        args.define_preset = preset
+        for f, attribute, inverted in _flag_fields():
+            if not inverted:
+                setattr(args, attribute, getattr(config, f.name))
+    return config
 
 
 def unit_input_dim(args) -> int:
@@ -100,11 +163,11 @@ def unit_input_dim(args) -> int:
     return args.define_input_dim or args.define_map_dim
 
 
-def build_define_embedding(args, dictionary, embed_dim, adaptive_cutoff=None, adaptive_factor=4.0,
+def build_define_embedding(args, dictionary, embed_dim, family: str, adaptive_cutoff=None, adaptive_factor=4.0,
                            shared_map=None) -> DefineEmbedding:
     """A DefineEmbedding for `dictionary` with output width `embed_dim` from the flags in `args` (over the Map of
     `shared_map`, another DefineEmbedding, if given). A bad value raises a one-line error naming the flag."""
-    config = define_config(args, adaptive_cutoff, adaptive_factor)
+    config = define_config(args, embed_dim, family, adaptive_cutoff, adaptive_factor)
     if safe_getattr(args, "quant_noise_pq", 0) or safe_getattr(args, "decoder_quant_noise_pq", 0) \
             or safe_getattr(args, "encoder_quant_noise_pq", 0):
         raise ValueError("--quant-noise-pq is not supported by the DeFINE models (the Map and the unit have no "

@@ -31,12 +31,14 @@ from fairseq_define.models.define_options import (
     build_define_embedding,
     derive_unset,
     match_host_scale,
+    paper_sizes,
     set_define_defaults,
     unit_input_dim,
 )
 from fairseq_define.modules.tied_map_output import TiedMapOutput
 
 # Options that fairseq's architecture functions derive from others when they are not given; unset (None) here.
+FAMILY = "define_transformer"
 DERIVED = {
     "decoder_embed_dim": "--encoder-embed-dim",
     "decoder_ffn_embed_dim": "--encoder-ffn-embed-dim",
@@ -101,13 +103,14 @@ class DefineTransformerModel(TransformerModel):
         if path:
             raise ValueError("--encoder-embed-path/--decoder-embed-path (pretrained embeddings) need a lookup table, "
                              "not a DeFINE unit")
-        return build_define_embedding(args, dictionary, embed_dim)
+        return build_define_embedding(args, dictionary, embed_dim, FAMILY)
 
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
         if safe_getattr(args, "share_all_embeddings", False) and safe_getattr(args, "define_separate_units", False):
             # the one Map table, and a unit of the decoder's own
-            embed_tokens = build_define_embedding(args, tgt_dict, args.decoder_embed_dim, shared_map=embed_tokens)
+            embed_tokens = build_define_embedding(args, tgt_dict, args.decoder_embed_dim, FAMILY,
+                                                  shared_map=embed_tokens)
         tied = safe_getattr(args, "share_all_embeddings", False) \
             or safe_getattr(args, "share_decoder_input_output_embed", False)
         check_decoder_dims(args, tied)
@@ -151,7 +154,6 @@ def define_transformer_iwslt_de_en(args):
 def define_transformer_tiny(args):
     """transformer_tiny (2+2 layers, 64 wide) with n = 32, k = 128, N = 2. For tests and CPU smoke runs."""
     args.define_map_dim = safe_getattr(args, "define_map_dim", 32)
-    args.define_expand_dim = safe_getattr(args, "define_expand_dim", 128)
-    args.define_depth = safe_getattr(args, "define_depth", 2)
+    paper_sizes(args, FAMILY, define_expand_dim=128, define_depth=2)
     define_translation_defaults(args)
     tiny_architecture(args)

@@ -1,11 +1,11 @@
 """DeFINE Transformer language model: fairseq's TransformerLanguageModel with a DefineEmbedding as its input.
 
-Input (spec §1.1, Table 2): the Map (a V x n table, or fairseq's AdaptiveInput with `--adaptive-input`, band 0 n
-wide) projected to d = `--define-input-dim` (default n), then the unit d -> ... -> k -> m (or, with
+Input (docs/design.md#method, Table 2): the Map (a V x n table, or fairseq's AdaptiveInput with `--adaptive-input`,
+band 0 n wide) projected to d = `--define-input-dim` (default n), then the unit d -> ... -> k -> m (or, with
 `--define-transform none`, d -> m only if d != m: fairseq's own adaptive-input model, the control).
 
-Output side (spec §4), tied to the Map: the decoder's m-dim state is projected m -> d and scored in the Map's
-space: by an adaptive softmax tied to the adaptive Map (`--adaptive-input --tie-adaptive-weights`, with
+Output side (docs/design.md#method), tied to the Map: the decoder's m-dim state is projected m -> d and scored in
+the Map's space: by an adaptive softmax tied to the adaptive Map (`--adaptive-input --tie-adaptive-weights`, with
 `--tie-adaptive-proj` for the band projections), or against the Map table with `--share-decoder-input-output-embed`
 (after d -> n, the transpose of the Map's projection, when d != n).
 """
@@ -33,11 +33,14 @@ from fairseq_define.models.define_options import (
     build_define_embedding,
     derive_unset,
     match_host_scale,
+    paper_sizes,
     set_define_defaults,
     unit_input_dim,
     writable,
 )
 from fairseq_define.modules.tied_map_output import TiedMapOutput
+
+FAMILY = "define_transformer_lm"
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ class DefineTransformerLanguageModel(TransformerLanguageModel):
         check_decoder_dims(args, tied)
         d = unit_input_dim(args)
         embed_tokens = build_define_embedding(
-            args, task.source_dictionary, args.decoder_embed_dim, adaptive_cutoff, args.adaptive_input_factor
+            args, task.source_dictionary, args.decoder_embed_dim, FAMILY, adaptive_cutoff, args.adaptive_input_factor
         )
         decoder = match_host_scale(TransformerDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True))
         if args.tie_adaptive_weights and decoder.project_out_dim is None and args.decoder_embed_dim != d:
@@ -121,8 +124,7 @@ def define_transformer_lm_wiki103(args):
     """fairseq's transformer_lm_wiki103 (16 layers, 1024 wide, adaptive input/softmax 20000,60000, tied) with
     DeFINE behind the adaptive-input Map: n = 128, k = 4096, N = 3 (the paper's WikiText-103 setting)."""
     args.define_map_dim = safe_getattr(args, "define_map_dim", 128)
-    args.define_expand_dim = safe_getattr(args, "define_expand_dim", 4096)
-    args.define_depth = safe_getattr(args, "define_depth", 3)
+    paper_sizes(args, FAMILY, define_expand_dim=4096, define_depth=3)
     args.adaptive_input = safe_getattr(args, "adaptive_input", True)  # as transformer_lm_baevski_wiki103 sets
     args.tie_adaptive_weights = safe_getattr(args, "tie_adaptive_weights", True)
     define_lm_defaults(args)
@@ -134,8 +136,7 @@ def define_transformer_lm_gpt2_tiny(args):
     """fairseq's transformer_lm_gpt2_tiny (2 layers, 64 wide) with a small DeFINE unit: n = 32, k = 128, N = 2,
     scored against the lookup Map (unless --adaptive-input). For tests and CPU smoke runs."""
     args.define_map_dim = safe_getattr(args, "define_map_dim", 32)
-    args.define_expand_dim = safe_getattr(args, "define_expand_dim", 128)
-    args.define_depth = safe_getattr(args, "define_depth", 2)
+    paper_sizes(args, FAMILY, define_expand_dim=128, define_depth=2)
     if not safe_getattr(args, "adaptive_input", False):
         args.share_decoder_input_output_embed = safe_getattr(args, "share_decoder_input_output_embed", True)
     define_lm_defaults(args)

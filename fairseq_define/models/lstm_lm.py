@@ -5,7 +5,7 @@ WikiText-103 LSTM of DeFINE Table 1a, with a DefineEmbedding as the input and th
            -> LSTMStack m -> h_1 -> ... -> m (locked dropout --dropouti/--dropouth/--dropout, DropConnect --wdrop)
            -> [m -> d] -> output tied to the Map
 
-Output (spec §4), always tied to the Map:
+Output (docs/design.md#method), always tied to the Map:
 - lookup Map: logits = ((x W_out)[P^T]) E^T + b, with x the last LSTM layer's m-dim output, W_out the m -> d
   `project_out_dim` (absent when m == d), P the Map's n -> d projection (absent when d == n), E the V x n Map table
   and b a per-token output bias (V parameters, as in AWD-LSTM's decoder).
@@ -51,12 +51,18 @@ from fairseq.modules import AdaptiveSoftmax
 from fairseq.utils import safe_getattr
 
 from fairseq_define.models.cutoffs import parse_cutoffs
-from fairseq_define.models.define_options import DefineEmbeddingConfig, build_define_embedding, set_dataclass_defaults
+from fairseq_define.models.define_options import (
+    DefineEmbeddingConfig,
+    build_define_embedding,
+    paper_sizes,
+    set_dataclass_defaults,
+)
 from fairseq_define.modules.awd_lstm import LSTMStack, embedding_type_dropout
 from fairseq_define.modules.define_embedding import DefineEmbedding
 from fairseq_define.modules.stream_state import StreamStateMixin
 from fairseq_define.modules.tied_map_output import TiedMapOutput
 
+FAMILY = "define_lstm_lm"
 MAX_POSITIONS = 1_000_000  # an LSTM has no position limit; fairseq wants a number
 
 
@@ -241,7 +247,8 @@ class DefineLSTMLanguageModel(FairseqLanguageModel):
         sizes = [m] + parse_sizes(args.lstm_hidden_sizes) + [m]
         cutoff = parse_cutoffs(args.adaptive_softmax_cutoff, "--adaptive-softmax-cutoff", len(dictionary)) or None
         factor = float(args.adaptive_softmax_factor)
-        embed_tokens = build_define_embedding(args, dictionary, m, adaptive_cutoff=cutoff, adaptive_factor=factor)
+        embed_tokens = build_define_embedding(args, dictionary, m, FAMILY, adaptive_cutoff=cutoff,
+                                              adaptive_factor=factor)
         if cutoff is not None and not args.adaptive_input_band0_proj:
             drop_band0_projection(embed_tokens)
         decoder = DefineLSTMDecoder(
@@ -288,11 +295,12 @@ def awd_lstm_ptb(args):
 
 @register_model_architecture("define_lstm_lm", "define_awd_lstm_ptb")
 def define_awd_lstm_ptb(args):
-    """AWD-LSTM on PTB with DeFINE (Table 1c): Map n = 128 (d = n), k = 1024, N = 7, g_max = 64 (the spec's PTB
-    example: groups 64 .. 1, widths 256 .. 1024, 2,079,744 unit weights), m = 400; the output is 400 -> 128 and
-    scored against the Map table (+ output bias). 23,641,008 parameters at V = 10,000: context 20,211,600, Map
-    1,280,000, unit 2,088,208 (2,079,744 weights + 4,880 biases + 3,584 LayerNorm), output 61,200 (400 x 128 + bias
-    10,000). The paper says "20M", which its text does not determine (the context alone is 20.2M)."""
+    """AWD-LSTM on PTB with DeFINE (Table 1c): Map n = 128 (d = n), k = 1024, N = 7, g_max = 64 (the PTB
+    example of docs/design.md#design-notes: groups 64 .. 1, widths 256 .. 1024, 2,079,744 unit weights), m = 400;
+    the output is 400 -> 128 and scored against the Map table (+ output bias). 23,641,008 parameters at V = 10,000:
+    context 20,211,600, Map 1,280,000, unit 2,088,208 (2,079,744 weights + 4,880 biases + 3,584 LayerNorm), output
+    61,200 (400 x 128 + bias 10,000). The paper says "20M", which its text does not determine (the context alone is
+    20.2M)."""
     args.define_transform = safe_getattr(args, "define_transform", "define")
     args.define_map_dim = safe_getattr(args, "define_map_dim", 128)
     args.define_expand_dim = safe_getattr(args, "define_expand_dim", 1024)
@@ -340,9 +348,7 @@ def define_awd_lstm_tiny(args):
     """A tiny DeFINE AWD-LSTM for tests and CPU runs: m = 32, 2 layers 32 -> 64 -> 32, Map n = 16, unit k = 64,
     N = 2, g_max = 4, output 32 -> 16 scored against the Map table; light dropouts."""
     args.define_map_dim = safe_getattr(args, "define_map_dim", 16)
-    args.define_expand_dim = safe_getattr(args, "define_expand_dim", 64)
-    args.define_depth = safe_getattr(args, "define_depth", 2)
-    args.define_max_groups = safe_getattr(args, "define_max_groups", 4)
+    paper_sizes(args, FAMILY, define_expand_dim=64, define_depth=2, define_max_groups=4)
     args.decoder_embed_dim = safe_getattr(args, "decoder_embed_dim", 32)
     args.lstm_hidden_sizes = safe_getattr(args, "lstm_hidden_sizes", "64")
     args.dropouti = safe_getattr(args, "dropouti", 0.1)

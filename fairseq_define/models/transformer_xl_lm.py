@@ -1,6 +1,6 @@
 """Transformer-XL language model (Dai et al., 2019) with a DeFINE input, for fairseq: `define_transformer_xl`.
 
-The paper's Transformer-XL rows (DeFINE Table 2, spec §3 and §5) as one fairseq model:
+The paper's Transformer-XL rows (DeFINE Table 2) as one fairseq model:
 
     tokens -> DefineEmbedding -> x sqrt(d_model) -> TransformerXLDecoderStack (memory) -> [m -> d] -> tied
     adaptive softmax (d -> n, scored against the Map table)
@@ -39,7 +39,7 @@ Parameter names (for `fairseq_define.params.count_parts`): `decoder.embed_tokens
 import logging
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
@@ -59,6 +59,7 @@ from fairseq_define.models.define_options import (
     define_config,
     define_field,
     match_host_scale,
+    paper_sizes,
     set_dataclass_defaults,
 )
 from fairseq_define.modules.define_embedding import DefineEmbedding
@@ -68,6 +69,7 @@ from fairseq_define.modules.transformer_xl import TransformerXLDecoderStack
 
 logger = logging.getLogger(__name__)
 
+FAMILY = "define_transformer_xl"
 MAX_POSITIONS = 1_000_000  # relative positions: no table bounds the length
 
 
@@ -103,9 +105,7 @@ class TransformerXLLanguageModelConfig(DefineEmbeddingConfig):
     define_input_dim: Optional[int] = field(default=None, metadata={
         "help": "DeFINE: d, the width of the Map's output (n -> d projection); default here: --decoder-embed-dim "
                 "(Transformer-XL's projection to d_model), not --define-map-dim as in the other DeFINE models"})
-    define_expand_dim: int = define_field("define_expand_dim", 4096)
-    define_depth: int = define_field("define_depth", 3)
-    define_max_groups: int = define_field("define_max_groups", 128)
+    # the paper's unit's sizes here (k = 4096, N = 3, g_max = 128): base_transformer_xl_architecture
 
 
 def cutoffs_within(value, vocab_size: int) -> List[int]:
@@ -234,7 +234,7 @@ class TransformerXLLanguageModel(FairseqLanguageModel):
         d = cfg.define_input_dim or cfg.decoder_embed_dim  # the default d = m: see the config's define_input_dim
         if cfg.decoder_embed_dim % 2:
             raise ValueError(f"--decoder-embed-dim={cfg.decoder_embed_dim} must be even (sinusoid positions)")
-        config = replace(define_config(cfg), input_dim=d)
+        config = define_config(cfg, cfg.decoder_embed_dim, FAMILY, input_dim=d)
         dictionary = task.target_dictionary
         embed_tokens = DefineEmbedding(len(dictionary), dictionary.pad(), cfg.decoder_embed_dim, config=config)
         return cls(TransformerXLDecoder(cfg, dictionary, embed_tokens))
@@ -249,6 +249,7 @@ class TransformerXLLanguageModel(FairseqLanguageModel):
 def base_transformer_xl_architecture(args):
     """The dataclass defaults (the paper's DeFINE Transformer-XL, Table 2), for the legacy argparse path, where an
     architecture sets what the user did not. User flags and checkpoint values win."""
+    paper_sizes(args, FAMILY, define_expand_dim=4096, define_depth=3, define_max_groups=128)
     set_dataclass_defaults(args, TransformerXLLanguageModelConfig)
 
 
@@ -285,7 +286,5 @@ def define_transformer_xl_tiny(args):
     args.mem_len = safe_getattr(args, "mem_len", 32)
     args.adaptive_cutoff = safe_getattr(args, "adaptive_cutoff", "2000,10000")
     args.define_map_dim = safe_getattr(args, "define_map_dim", 32)
-    args.define_expand_dim = safe_getattr(args, "define_expand_dim", 128)
-    args.define_depth = safe_getattr(args, "define_depth", 2)
-    args.define_max_groups = safe_getattr(args, "define_max_groups", 4)
+    paper_sizes(args, FAMILY, define_expand_dim=128, define_depth=2, define_max_groups=4)
     base_transformer_xl_architecture(args)

@@ -1,6 +1,6 @@
 """The DeFINE unit of the authors' released code (sacmehta/delight, `DExTraUnit(is_iclr_version=True)` inside
-`DExTraEmb`, the `--define-iclr` option), written from its description in docs/authors-unit.md (spec
-`authors-unit.md`). It differs from the paper's unit (`define_unit.py`) in structure, not only in settings:
+`DExTraEmb`, the `--define-iclr` option), written from its description (docs/authors-unit.md). It
+differs from the paper's unit (`define_unit.py`) in structure, not only in settings:
 
     e [R, d] -> input layer Linear(d -> p) + LN + act + dropout = x            (p = m // 2)
              -> N GLT layers; layer l reads x (l = 1) or mix(x, y_{l-1}) (l >= 2), widths linspace(p, k, N)
@@ -38,7 +38,7 @@ class AuthorsLayerSpec:
 
 def authors_groups(depth: int, max_groups: int) -> List[int]:
     """g_1 .. g_N: doublings counted from the last layer (always 1 group), each capped by G; a count over G
-    restarts the doubling (the cycling of spec §3: N = 4, G = 4 gives [1, 4, 2, 1])."""
+    restarts the doubling (the cycling of docs/authors-unit.md: N = 4, G = 4 gives [1, 4, 2, 1])."""
     groups, exponent = [], 0
     for _ in range(depth):
         g = 2 ** exponent
@@ -59,9 +59,9 @@ def authors_widths(start: int, stop: int, depth: int) -> List[int]:
 
 
 def authors_layers(config: DefineConfig, output_dim: int) -> List[AuthorsLayerSpec]:
-    """The N GLT layers (spec §3-4) for the unit's input width d = config.unit_input_dim, k = config.expand_dim,
-    G = config.max_groups and the model width m = output_dim; p = m // 2. Raises a one-line ValueError naming the
-    flags for widths the authors' code could not build (their GroupLinear calls exit(-1))."""
+    """The N GLT layers (docs/authors-unit.md) for the unit's input width d = config.unit_input_dim,
+    k = config.expand_dim, G = config.max_groups and the model width m = output_dim; p = m // 2. Raises a one-line
+    ValueError naming the flags for widths the authors' code could not build (their GroupLinear calls exit(-1))."""
     p, k, depth, m = output_dim // 2, config.expand_dim, config.depth, output_dim
     if p < 1:
         raise config.error("transform", f"needs a model width m >= 2 (its input layer is m // 2 wide), got m = {m}")
@@ -112,7 +112,7 @@ class AuthorsDefineUnit(nn.Module):
         self.activation = ACTIVATIONS[config.activation]()
         self.dropout = nn.Dropout(config.dropout)
         for layer in (self.input_layer, *self.layers, self.output_layer):
-            nn.init.xavier_uniform_(layer.weight)  # on GroupLinear's [g, in/g, out/g]: the 3-D fans (spec §6)
+            nn.init.xavier_uniform_(layer.weight)  # on GroupLinear's [g, in/g, out/g]: the 3-D fans
             nn.init.zeros_(layer.bias)
 
     def _finish(self, h: torch.Tensor, norm: nn.Module) -> torch.Tensor:

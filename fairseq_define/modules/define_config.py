@@ -17,6 +17,33 @@ NORMS = ("none", "ln")
 ACTIVATIONS = ("none", "gelu", "swish", "relu")
 OUTPUT_SCALES = ("factor", "weights")
 FAN_IN = "fan-in"  # the per-matrix step rule of --define-unit-lr-scale
+PRESETS = ("paper", "recommended")
+
+
+def preset_options(name: str, model_dim: int, input_dim: int) -> dict:
+    """The unit options of preset `name` for a model `model_dim` (m) wide whose unit reads `input_dim` (d) wide
+    inputs, as DefineConfig fields.
+
+    - paper: the paper's unit (HGT with the DeFINE skip, LayerNorm + GELU, output calibrated to std m^-0.5, plain
+      parameters); its sizes are the architecture's (or DefineConfig's defaults).
+    - recommended: the authors' unit (docs/authors-unit.md), k = 4m, N = 3, g_max = 32, LayerNorm + swish, each
+      weight matrix's Adam step by fan-in; its output enters the model as it is (no host scale).
+    (g_max is capped at the largest power of two dividing d, which the authors' unit requires; with N = 3 the
+    groups are 4, 2, 1 for every g_max >= 4.)
+    """
+    if name == "paper":
+        return {"transform": "define", "norm": "ln", "activation": "gelu", "unit_lr_scale": 1.0,
+                "output_scale": "factor", "residual": False, "host_scale": False}
+    if name == "recommended":
+        return {"transform": "authors", "expand_dim": 4 * model_dim, "depth": 3,
+                "max_groups": min(32, input_dim & -input_dim), "norm": "ln",
+                "activation": "swish", "unit_lr_scale": FAN_IN, "residual": False,
+                "host_scale": False}
+    raise ValueError(f"--define-preset={name} is not one of {', '.join(PRESETS)}")
+
+
+# the fields some preset sets
+PRESET_FIELDS = tuple(dict.fromkeys(k for name in PRESETS for k in preset_options(name, 2, 2)))
 
 
 def option(default, help: str, flag: Optional[str] = None, choices=None, inverted_flag: Optional[str] = None,
@@ -71,8 +98,13 @@ class DefineConfig:
         "learnable m-vector initialised to 0, so the model starts exactly as its control")
     output_scale: str = option(
         "factor", "how the unit's output is brought to the scale fairseq expects (std m^-0.5 at init): a fixed "
-        "factor after Reduce (factor; one epoch on WikiText-2: valid ppl 242.5 against 273.7), or folded into "
-        "Reduce's initial weights (weights, the v1 behaviour)", choices=OUTPUT_SCALES)
+        "factor after Reduce (factor), or folded into Reduce's initial weights (weights, the v1 behaviour); factor "
+        "trains better (docs/design.md#design-notes)", choices=OUTPUT_SCALES)
+    host_scale: bool = option(
+        False, "with --define-transform authors: bring the unit's output (O(1) per coordinate) to the std of an "
+        "embedding table, m^-0.5 over the vocabulary at init, by a fixed factor, and let the host model apply its "
+        "own embedding scale (the Transformers' sqrt(m); none in the AWD-LSTM), so every host gets the input scale "
+        "its control gets")
     unit_lr_scale: Union[float, str] = option(
         1.0, "relative step size of the unit's parameters, a number c or fan-in: each is stored divided by its scale "
         "and multiplied back in the forward (a torch parametrization; same function and initial values), so "
@@ -86,6 +118,13 @@ class DefineConfig:
     cache: bool = option(True, "at inference (after prepare_for_inference_), look up a V x m table of unit outputs",
                          inverted_flag="--define-no-cache")
     cache_chunk: int = option(16384, "ids per chunk when building the inference table (bounds its peak memory)")
+
+    @classmethod
+    def preset(cls, name: str, model_dim: int, **options) -> "DefineConfig":
+        """The config of preset `name` (`preset_options`) for a model `model_dim` wide; `options` (e.g. map_dim=64)
+        set the other fields or override the preset's."""
+        input_dim = options.get("input_dim") or options.get("map_dim") or cls.map_dim
+        return cls(**{**preset_options(name, model_dim, input_dim), **options})
 
     @staticmethod
     def flag(name: str) -> str:
@@ -131,6 +170,9 @@ class DefineConfig:
             raise self.error("adaptive_factor", "must be positive")
         if self.residual and not self.has_unit:
             raise self.error("residual", f"adds a unit to the control's path; {self.flag('transform')}=none has none")
+        if self.host_scale and not self.is_authors:
+            raise self.error("host_scale", f"applies to {self.flag('transform')}=authors only (the paper's unit "
+                                           f"calibrates its output to the host's scale already)")
         if self.is_authors:
             self._check_authors()
         elif self.has_unit:
@@ -163,7 +205,7 @@ class DefineConfig:
                                      f"{self.flag('transform')}=authors (the authors' unit asserts it)")
 
     def schedule(self) -> List[HGTLayerSpec]:
-        """Widths and groups of the N Expand layers (spec §1.2), with every divisibility rule checked.
+        """Widths and groups of the N Expand layers (docs/design.md#design-notes), every divisibility rule checked.
 
         Widths start from d (the unit's input). Example (MT config): d=128, k=1024, N=3, g_max=4 gives groups
         [4, 2, 1], inputs [128, 560, 856], outputs [432, 728, 1024].
@@ -217,6 +259,8 @@ def _positive_int(value) -> bool:
 
 
 def _show(value) -> str:
+    """A value as an error message shows it: on one line (a string with unprintable characters as its repr)."""
     if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return str(value)
+        return ",".join(map(_show, value))
+    text = str(value)
+    return text if text.isprintable() else repr(value)

@@ -1,10 +1,10 @@
 """DefineEmbedding: a drop-in token embedding, Map -> (n -> d) -> DeFINE unit -> [B, T, m]. Pure torch.
 
-Map (spec §1.1): a lookup table Embedding(V, n) (init N(0, n^-0.5), padding row 0), followed by a bias-free n -> d
-projection when d != n; or fairseq's AdaptiveInput with band 0 of width n and every band projected to d (fairseq is
-imported only for this Map). Unit: `define_unit.py`; with `transform="none"` there is no unit, and the Map's d-dim
-output goes to the model through a bias-free d -> m projection when d != m: the control of every comparison, which
-counts and computes exactly like fairseq's adaptive-input model of the same sizes.
+Map (docs/design.md#method): a lookup table Embedding(V, n) (init N(0, n^-0.5), padding row 0), followed by a
+bias-free n -> d projection when d != n; or fairseq's AdaptiveInput with band 0 of width n and every band projected to
+d (fairseq is imported only for this Map). Unit: `define_unit.py`; with `transform="none"` there is no unit, and the
+Map's d-dim output goes to the model through a bias-free d -> m projection when d != m: the control of every
+comparison, which counts and computes exactly like fairseq's adaptive-input model of the same sizes.
 
 Beyond the paper, two ways to skip work that the token-wise unit makes redundant:
 - **dedupe** (training and validation; on by default): the unit runs once per *unique* id of the batch, then a
@@ -22,7 +22,8 @@ Beyond the paper, two ways to skip work that the token-wise unit makes redundant
 Units (`--define-transform`): the paper's (`define_unit.py`: define and its ablations) or the authors' released
 code's (`authors_unit.py`: authors), which also brings their Map treatment: a lookup Map's output times sqrt(n)
 (std 1) and a locked Map dropout (one mask per sequence, `--define-map-dropout`); its output enters the model with
-no sqrt(m) (`wants_host_scale`), and its padding output is f(0) as in their code. `--define-residual` adds the
+no sqrt(m) (`wants_host_scale`; with `--define-host-scale` it is calibrated like the paper's unit, below, and the host
+applies its own scale), and its padding output is f(0) as in their code. `--define-residual` adds the
 unit to the control's path through a zero-initialised gate: out = control(e) + gate * unit(e).
 
 Output scale: fairseq multiplies token embeddings by sqrt(m) (unless `--no-scale-embedding`), which assumes
@@ -92,12 +93,14 @@ class DefineEmbedding(nn.Module):
                          if has_control and self.input_dim != embedding_dim else None)
         # --define-residual: out = control(e) + gate * unit(e), gate = 0 at init (the model starts as its control)
         self.gate = nn.Parameter(torch.zeros(embedding_dim)) if self.unit is not None and cfg.residual else None
+        # --define-host-scale: the authors' unit's output times a fixed factor, measured at init (std m^-0.5)
+        self.register_buffer("host_factor", torch.ones(()) if self.unit is not None and cfg.host_scale else None)
         self.register_buffer("version", torch.tensor(VERSION))
         self._table: Optional[torch.Tensor] = None
         self._table_key = None
         self._inference = False
         if self.unit is not None:
-            if not cfg.is_authors:
+            if not cfg.is_authors or cfg.host_scale:
                 self._calibrate_output_scale()
             if cfg.unit_lr_scale != 1:
                 self.unit.scale_steps(cfg.unit_lr_scale)
@@ -111,9 +114,9 @@ class DefineEmbedding(nn.Module):
     @property
     def wants_host_scale(self) -> bool:
         """Whether the host model should multiply this embedding's output by its usual sqrt(m): True but for the
-        authors' unit without --define-residual, whose output enters the model as it is (as in DeLighT); the
-        models set their `embed_scale` to 1 then."""
-        return not (self.config.is_authors and not self.config.residual)
+        authors' unit without --define-residual or --define-host-scale, whose output enters the model as it is (as
+        in DeLighT); the models set their `embed_scale` to 1 then."""
+        return not (self.config.is_authors and not self.config.residual and not self.config.host_scale)
 
     def __getattr__(self, name: str):
         if name == "weight":  # the Map table [V, n], for `--share-*-embed(dings)`; not a property, so that the
@@ -146,6 +149,8 @@ class DefineEmbedding(nn.Module):
         if self.unit is None:
             return self._control(e)
         out = self.unit(e.reshape(-1, self.input_dim) * self.unit_input_scale).view(*ids.shape, self.embedding_dim)
+        if self.host_factor is not None:
+            out = out * self.host_factor
         if self.gate is not None:
             out = self._control(e) + self.gate * out
         if self.padding_idx is not None and not self.config.is_authors:
@@ -272,24 +277,28 @@ class DefineEmbedding(nn.Module):
 
     @torch.no_grad()
     def _calibrate_output_scale(self, sample: int = 4096):
-        """Bring the unit's output std over (a sample of) the vocabulary to m^-0.5 (see the module docstring)."""
-        reduce = self.unit.reduce
-        if reduce.weight.is_meta:  # built on the meta device (e.g. for counting): nothing to measure
+        """Bring the unit's output std over (a sample of) the vocabulary to m^-0.5 (see the module docstring): the
+        paper's unit by `output_scale`, the authors' by `host_factor`."""
+        weight = next(self.unit.parameters())
+        if weight.is_meta:  # built on the meta device (e.g. for counting): nothing to measure
             return
         was_training = self.training
         self.eval()
-        ids = torch.randperm(self.num_embeddings, device=reduce.weight.device)[:sample]
+        ids = torch.randperm(self.num_embeddings, device=weight.device)[:sample]
         if self.padding_idx is not None:
             ids = ids[ids != self.padding_idx]
         e = self.map(ids)
         if self.map_proj is not None:
             e = self.map_proj(e)
-        std = self.unit(e).std() if ids.numel() > 1 else torch.zeros(())
+        std = self.unit(e * self.unit_input_scale).std() if ids.numel() > 1 else torch.zeros(())
         if std > 0:
-            if self.config.output_scale == "factor":
-                self.unit.output_scale.fill_(self.embedding_dim ** -0.5 / std)
+            factor = self.embedding_dim ** -0.5 / std
+            if self.host_factor is not None:
+                self.host_factor.fill_(factor)
+            elif self.config.output_scale == "factor":
+                self.unit.output_scale.fill_(factor)
             else:
-                reduce.weight.mul_(self.embedding_dim ** -0.5 / std)
+                self.unit.reduce.weight.mul_(factor)
         self.train(was_training)
 
     # accounting -----------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The DeFINE unit: Expand (Hierarchical Group Transformation with the DeFINE skip) -> Reduce.
 
-Spec §1 (Mehta et al., ICLR 2020). With d = the unit's input width, k = expand dim, N = depth, layer l (1-based) is a
-GLT with g_l = max(g_max // 2^(l-1), 1) groups and output width k_l = d + l*(k - d)/N rounded up to a multiple of
-max(g_l, g_{l+1}, 8) (k_N = k); `DefineConfig.schedule` computes and checks it. From layer 2 on, the DeFINE skip
-("mixer") splits e and the previous output h into g_l chunks each, and group j reads [e_j ; h_j].
+The paper's unit (Mehta et al., ICLR 2020; docs/design.md#method). With d = the unit's input width, k = expand dim,
+N = depth, layer l (1-based) is a GLT with g_l = max(g_max // 2^(l-1), 1) groups and output width
+k_l = d + l*(k - d)/N rounded up to a multiple of max(g_l, g_{l+1}, 8) (k_N = k); `DefineConfig.schedule` computes
+and checks it. From layer 2 on, the DeFINE skip ("mixer") splits e and the previous output h into g_l chunks each,
+and group j reads [e_j ; h_j].
 
 Activations stay group-major ([g, R, width/g]) through the whole stack: the mixer is one concatenation along the
 feature dimension, per-group LayerNorm is an ordinary LayerNorm over the last dimension, and the only layout

@@ -9,6 +9,8 @@ from benchmarks.__main__ import main
 from examples.common import preprocess_wikitext
 from tests.conftest import data_dir, examples_in_process
 
+pytestmark = pytest.mark.slow  # the benchmarks' command line, on real data
+
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
@@ -47,14 +49,34 @@ def test_embedding_bench_writes_all_candidates(tmp_path):
     assert 0 < result["unique_per_batch"] <= 128
 
 
-def test_lm_bench_times_the_study_pairs(tmp_path, cache):
+def test_lm_bench_times_what_users_run_against_the_control(tmp_path, cache):
     path = tmp_path / "lm.json"
     main(["lm", "--data", data_dir("wikitext-2"), "--cache", cache, "--max-tokens", "256",
           "--batches", "1", "--steps", "1", "--rounds", "1", "--map-dims", "64", "--json", str(path)])
     result = json.loads(path.read_text())
-    assert set(result["ms_per_step"]) == {"define-64", "map-64"} and set(result["ratios"]) == {"define_64_vs_map_64"}
-    params = result["meta"]["params"]
-    assert params["define-64"] > params["map-64"]
+    kinds = ("define", "recommended", "default")
+    assert set(result["ms_per_step"]) == {"map-64", *(f"{kind}-64" for kind in kinds)}
+    assert set(result["ratios"]) == {f"{kind}_64_vs_map_64" for kind in kinds}
+    params, flags = result["meta"]["params"], result["meta"]["flags"]
+    assert all(params[f"{kind}-64"] > params["map-64"] for kind in kinds)
+    assert "--define-transform" not in flags["default-64"]  # the architecture's default unit
+    assert flags["default-64"] + ["--define-transform", "none"] == flags["map-64"]
+
+
+def test_breakdown_splits_the_step_and_counts_the_floor(tmp_path, cache):
+    path = tmp_path / "breakdown.json"
+    main(["breakdown", "--data", data_dir("wikitext-2"), "--cache", cache, "--max-tokens", "256", "--batches", "1",
+          "--steps", "1", "--rounds", "1", "--profile-steps", "1", "--map-dims", "64", "--kinds", "recommended",
+          "--json", str(path)])
+    result = json.loads(path.read_text())
+    rows = {row["model"]: row for row in result["rows"]}
+    assert set(rows) == {"map-64", "recommended-64"}
+    control, unit = rows["map-64"], rows["recommended-64"]
+    assert control["flops"]["unit"] == 0 and control["floor_vs_map"] == 1
+    assert unit["flops"]["unit"] > 0 and unit["floor_vs_map"] > 1
+    assert sum(unit["time_share"].values()) == pytest.approx(1)
+    assert unit["time_share"]["unit_forward"] > 0 and unit["time_share"]["parametrization"] > 0
+    assert 0 < result["batch"]["recommended-64"]["unique"] <= 256
 
 
 def test_eval_bench_reports_both_passes_and_the_table(tmp_path, cache):

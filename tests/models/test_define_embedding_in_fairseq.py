@@ -20,8 +20,12 @@ ADAPTIVE = ["--adaptive-input", "--adaptive-input-cutoff", "50,100", "--adaptive
             "--tie-adaptive-weights", "--tie-adaptive-proj"]
 
 
+PAPER = ["--define-preset", "paper"]  # the paper's unit (the unit these tests count); a flag given too overrides it
+
+
 def build(*flags, arch="define_transformer_lm_gpt2_tiny", vocab=V, device="cpu"):
-    model, _ = build_model(["--arch", arch, "--vocab-size", str(vocab), *map(str, flags)], device=device)
+    preset = PAPER if arch.startswith("define_") else []
+    model, _ = build_model(["--arch", arch, "--vocab-size", str(vocab), *preset, *map(str, flags)], device=device)
     return model
 
 
@@ -86,7 +90,8 @@ def test_paper_table2_row_shape():
                                    "d=32-dim states"),
     (["--decoder-input-dim", 48], "--decoder-input-dim=48 has no place in a DeFINE model"),
     (["--quant-noise-pq", 0.1], "--quant-noise-pq is not supported by the DeFINE models"),
-    (["--define-input-dim", 30], "--define-input-dim=30 must be divisible by the 4 groups of HGT layer 1"),
+    (["--define-preset", "paper", "--define-input-dim", 30],
+     "--define-input-dim=30 must be divisible by the 4 groups of HGT layer 1"),
 ])
 def test_contradicting_flags_are_one_line_errors(flags, message):
     with pytest.raises(ValueError, match=message):
@@ -151,8 +156,8 @@ def test_fairseq_optimizer_step_between_two_validation_lookups():
 
 
 def trained_checkpoint(wikitext, save_dir):
-    cli.call("train", wikitext, "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny",
-            "--tokens-per-sample", 64, "--max-tokens", 1024, "--optimizer", "adam", "--lr", 0.002, "--cpu",
+    cli.call("train", wikitext, "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny", *PAPER,
+             "--tokens-per-sample", 64, "--max-tokens", 1024, "--optimizer", "adam", "--lr", 0.002, "--cpu",
              "--max-update", 4, "--save-dir", save_dir, "--no-epoch-checkpoints", "--seed", 1)
     return os.path.join(save_dir, "checkpoint_last.pt")
 
@@ -167,6 +172,7 @@ def checkpoint(wikitext, tmp_path_factory):
     return trained_checkpoint(wikitext, str(tmp_path_factory.mktemp("ckpt")))
 
 
+@pytest.mark.slow
 def test_beam_search_and_scoring_use_one_table(checkpoint, wikitext, unit_rows):
     from fairseq.models.transformer_lm import TransformerLanguageModel
 
@@ -180,6 +186,7 @@ def test_beam_search_and_scoring_use_one_table(checkpoint, wikitext, unit_rows):
     assert lm.models[0].decoder.embed_tokens.cache_nbytes == vocab * 64 * 4
 
 
+@pytest.mark.slow
 def test_eval_lm_builds_one_table(checkpoint, wikitext, unit_rows):
     cli.call("eval_lm", wikitext, "--path", checkpoint, "--cpu", "--gen-subset", "valid", "--tokens-per-sample", 16,
              "--max-tokens", 64)
@@ -187,8 +194,9 @@ def test_eval_lm_builds_one_table(checkpoint, wikitext, unit_rows):
     assert unit_rows["tables"] == 1 and unit_rows["rows"] == vocab
 
 
+@pytest.mark.slow
 def test_validation_never_builds_a_table(wikitext, tmp_path, unit_rows):
-    cli.call("train", wikitext, "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny",
+    cli.call("train", wikitext, "--task", "language_modeling", "--arch", "define_transformer_lm_gpt2_tiny", *PAPER,
              "--tokens-per-sample", 16, "--max-tokens", 256, "--optimizer", "adam", "--lr", 0.002, "--cpu",
              "--max-update", 2, "--validate-interval-updates", 1, "--max-valid-steps", 3, "--save-dir", tmp_path,
              "--no-save", "--seed", 1)
@@ -242,10 +250,11 @@ def train_and_validate(model, task, zero_embedding, updates=120, seed=0):
     return total / tokens, first_grads
 
 
+@pytest.mark.slow
 def test_trained_define_model_beats_a_zeroed_embedding(wikitext):
     losses = {}
     for zero in (False, True):
-        model, task = build_model(["--data", wikitext, "--arch", "define_transformer_lm_gpt2_tiny",
+        model, task = build_model(["--data", wikitext, "--arch", "define_transformer_lm_gpt2_tiny", *PAPER,
                                    "--tokens-per-sample", "64"], device="cpu")
         for split in ("train", "valid"):
             task.load_dataset(split)

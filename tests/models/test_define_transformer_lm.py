@@ -14,7 +14,7 @@ from fairseq_define.params import build_model
 from tests import cli
 from tests.conftest import data_dir
 
-TINY = ["--arch", "define_transformer_lm_gpt2_tiny", "--tokens-per-sample", 64]
+TINY = ["--arch", "define_transformer_lm_gpt2_tiny", "--define-preset", "paper", "--tokens-per-sample", 64]
 TRAIN = TINY + ["--task", "language_modeling", "--max-tokens", 1024, "--optimizer", "adam", "--lr", 0.002,
                 "--log-format", "simple", "--log-interval", 10, "--no-epoch-checkpoints", "--cpu", "--seed", 1]
 ADAPTIVE = ["--adaptive-input", "--adaptive-input-cutoff", "500,2000", "--adaptive-softmax-cutoff", "500,2000",
@@ -37,6 +37,7 @@ def last_update(log):
     return max(int(n) for n in re.findall(r"num_updates[ =|]+(\d+)", log))
 
 
+@pytest.mark.slow
 def test_train_builds_define_embedding_and_learns(trained):
     save_dir, log = trained
     assert last_update(log) == 30
@@ -46,6 +47,7 @@ def test_train_builds_define_embedding_and_learns(trained):
     assert len(losses) >= 2 and losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_eval_lm_reports_perplexity_below_uniform(trained, wikitext):
     """fairseq-eval-lm as a command line."""
     save_dir, _ = trained
@@ -56,6 +58,7 @@ def test_eval_lm_reports_perplexity_below_uniform(trained, wikitext):
     assert 1 < ppl < vocab
 
 
+@pytest.mark.slow
 def test_interactive_samples_a_continuation(trained, wikitext):
     """fairseq-interactive as a command line."""
     save_dir, _ = trained
@@ -66,6 +69,7 @@ def test_interactive_samples_a_continuation(trained, wikitext):
     assert hypothesis and hypothesis[0].split("\t")[2].startswith("the game ")
 
 
+@pytest.mark.slow
 def test_hub_sample_and_score(trained, wikitext):
     from fairseq.models.transformer_lm import TransformerLanguageModel
 
@@ -82,6 +86,7 @@ def test_hub_sample_and_score(trained, wikitext):
     assert isinstance(lm.models[0].decoder.embed_tokens, DefineEmbedding)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_run(trained, wikitext, tmp_path):
     save_dir, _ = trained
     resumed = str(tmp_path / "resume")
@@ -94,6 +99,7 @@ def test_resume_continues_the_run(trained, wikitext, tmp_path):
     assert last_update(log) == 40
 
 
+@pytest.mark.slow
 def test_adaptive_map_with_tied_adaptive_softmax_trains(wikitext, tmp_path):
     assert last_update(cli.call("train", wikitext, *TRAIN, *ADAPTIVE, "--max-update", 5, "--save-dir", tmp_path)) == 5
     state = torch.load(tmp_path / "checkpoint_last.pt", map_location="cpu")["model"]
@@ -106,6 +112,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_rank_gloo_training(wikitext, tmp_path):
     """Two CPU processes, one per rank (README: "Distributed training on CPU"): each rank reads its own shard of
     batches, gradients are all-reduced, so an update sees world_size x max-tokens and rank 0 saves the checkpoint."""
@@ -125,6 +132,7 @@ def test_two_rank_gloo_training(wikitext, tmp_path):
     assert os.path.exists(tmp_path / "checkpoint_last.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags,expected",
     [
@@ -148,7 +156,8 @@ def test_bad_define_values_give_a_one_line_error_naming_the_flag(wikitext, tmp_p
 
 
 def build(*flags, vocab=200):
-    model, task = build_model(["--arch", "define_transformer_lm_gpt2_tiny", "--vocab-size", str(vocab),
+    model, task = build_model(["--arch", "define_transformer_lm_gpt2_tiny", "--define-preset", "paper",
+                               "--vocab-size", str(vocab),
                                *map(str, flags)], device="cpu")
     return model
 
@@ -179,6 +188,7 @@ def test_lookup_map_output_is_scored_against_the_map_table():
     assert decoder.project_out_dim.weight.shape == (32, 64)  # m -> n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [["--define-transform", "define"], ["--define-reduce-skip", "--define-dropout", 0.1],
                                    ["--define-transform", "none"],
                                    ["--define-transform", "hgt", "--define-map-dropout", 0.1]],
@@ -193,12 +203,13 @@ def test_unit_options_train_on_real_data(wikitext, tmp_path, flags):
 def test_bare_arch_goes_through_base_architecture():
     model, _ = build_model(["--arch", "define_transformer_lm", "--vocab-size", "200", "--decoder-embed-dim", "64",
                             "--decoder-layers", "1", "--decoder-attention-heads", "2", "--define-map-dim", "32",
-                            "--define-expand-dim", "64"], device="cpu")
+                            "--define-expand-dim", "64", "--define-preset", "paper"], device="cpu")
     assert model.decoder.project_out_dim is None  # decoder_output_dim follows --decoder-embed-dim
     assert model.decoder.output_projection.weight.shape == (200, 64)
     assert math.isclose(model.decoder.embed_scale, 8.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [["--define-map-dropout", 0.1, "--define-dropout", 0.1],
                                    ["--define-residual", "--define-unit-lr-scale", "fan-in"]],
                          ids=["authors-dropouts", "authors-residual-fan-in"])

@@ -358,6 +358,7 @@ def test_state_dict_round_trip(data_dir):
 
 
 # ---------------------------------------------------------------------------------------------------- learning
+@pytest.mark.slow
 def test_trained_model_uses_its_input(data_dir):
     """A few epochs of Adam on the successor language: the model beats itself with its embedding zeroed (which can
     only learn the unigram / length statistics) on held-back text."""
@@ -410,6 +411,7 @@ def json_lines(log, key):
     return [json.loads(line.split("| ")[-1]) for line in log.splitlines() if f'"{key}"' in line]
 
 
+@pytest.mark.slow
 def test_cli_train_with_ar_tar_and_nt_asgd_then_eval_lm(data_dir, tmp_path):
     common = [data_dir, "--task", "bptt_lm", "--tokens-per-sample", 12, "--batch-size", 4, "--cpu",
               "--num-workers", 0]
@@ -435,6 +437,7 @@ def test_cli_train_with_ar_tar_and_nt_asgd_then_eval_lm(data_dir, tmp_path):
     assert float(line.split("Loss (base 2): ")[1].split(",")[0]) == pytest.approx(losses[-1], abs=2e-3)
 
 
+@pytest.mark.slow
 def test_cli_tiny_defaults_train_with_adam(data_dir, tmp_path):
     """The documented minimal command: only the data, the batch size and the run length besides the arch."""
     out = cli.call("train", data_dir, "--task", "bptt_lm", "--arch", "define_awd_lstm_tiny", "--optimizer", "adam",

@@ -43,7 +43,7 @@ def counts(*flags):
 
 
 def test_context_of_the_d_model_384_model():
-    c = counts("--arch", "define_transformer_xl_wt103")
+    c = counts("--arch", "define_transformer_xl_wt103", "--define-preset", "paper")  # Table 2's unit
     assert c["context"] == 36_250_420
     assert c["define"] == 2_097_204  # N = 3, k = 4096, d = 384 -> m = 384 at g_max = 128 (paper: 1.92M)
     # Map: V x 128 table + 128 -> 384; output: bias [V], 3 cluster logits, the head band's own 384 -> 128
@@ -99,12 +99,13 @@ def test_cutoffs_beyond_the_vocabulary_are_dropped_and_d_neq_m_projects_out():
 
 
 def test_scaled_embedding_and_normalized_probs():
-    model, task = tiny("--adaptive-cutoff", "50,120")
+    model, task = tiny("--adaptive-cutoff", "50,120", "--define-preset", "paper")  # a unit the host scales
     tokens = random_tokens(task, 2, 5)
     dec = model.decoder
     assert dec.embed_scale == pytest.approx(8.0)
     assert torch.allclose(dec.embed(tokens), dec.embed_tokens(tokens) * 8.0)
-    assert tiny("--no-scale-embedding")[0].decoder.embed_scale == 1.0
+    assert tiny("--no-scale-embedding", "--define-preset", "paper")[0].decoder.embed_scale == 1.0
+    assert tiny()[0].decoder.embed_scale == 1.0  # the default, the recommended unit: its output enters as it is
     with torch.no_grad():
         out = model(tokens)
         assert out[0].shape == (2, 5, 64)  # d-dim features; the softmax is applied by get_normalized_probs
@@ -297,6 +298,7 @@ def periodic(tmp_path_factory):
     return data, os.path.join(save, "checkpoint_last.pt"), log
 
 
+@pytest.mark.slow
 def test_cli_trains_and_eval_lm_memory_lowers_perplexity(periodic):
     data, checkpoint, log = periodic
     updates = max(int(n) for n in re.findall(r'"train_num_updates": "?(\d+)', log))
@@ -310,6 +312,7 @@ def test_cli_trains_and_eval_lm_memory_lowers_perplexity(periodic):
     assert 2 ** with_memory < 0.5 * 2 ** without  # memory at least halves the perplexity here
 
 
+@pytest.mark.slow
 def test_cli_trains_with_the_defaults_bands_and_define_bptt_nll(tmp_path):
     """Default --tokens-per-sample (150), a vocabulary with the tiny arch's first band (2000), define_bptt_nll:
     logs ppl, and eval-lm (full softmax through get_normalized_probs) reproduces its validation loss."""
@@ -333,6 +336,7 @@ def test_cli_trains_with_the_defaults_bands_and_define_bptt_nll(tmp_path):
     assert 0 < loss < math.log2(2604) + 1
 
 
+@pytest.mark.slow
 def test_cli_interactive_samples_with_incremental_memory(periodic):
     """fairseq-interactive (the LM sampling path of fairseq's tools, here with --task language_modeling; with
     --task bptt_lm in the next test) decodes incrementally with beam 2; its printed positional scores (base 2)
@@ -366,6 +370,7 @@ def interactive_hypothesis(data, checkpoint, task, prompt):
             next(line for line in lines if line.startswith("P-0")).split("\t")[1])
 
 
+@pytest.mark.slow
 def test_interactive_and_hub_sample_with_the_bptt_lm_task(periodic):
     """With `--task bptt_lm` (the checkpoint's own task), fairseq-interactive builds its prompts with the task's
     build_dataset_for_inference / inference_step and gives the same hypothesis and scores as with

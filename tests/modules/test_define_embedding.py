@@ -407,9 +407,19 @@ def test_output_scale_modes_give_std_m_to_the_minus_half(mode):
         assert reduce.std().item() < 0.5 * xavier_std and emb.unit.output_scale.item() == 1.0
 
 
-def test_state_dict_has_a_version():
+def test_a_saved_state_dict_is_loaded_as_the_current_layout():
+    """A state dict saved now keeps its calibrated output scale on load; only one without a version (layout 1,
+    whose scale was folded into Reduce's weights) gets the scale 1."""
     state = small().state_dict()
-    assert int(state["version"]) == 2 and "unit.output_scale" in state
+    scale = state["unit.output_scale"].item()
+    torch.manual_seed(1)
+    loaded = DefineEmbedding(V, PAD, map_dim=16, expand_dim=64, depth=3, max_groups=4, embedding_dim=24)
+    assert loaded.unit.output_scale.item() not in (scale, 1.0)  # each calibrated at init, on its own weights
+    loaded.load_state_dict(state, strict=True)
+    assert loaded.unit.output_scale.item() == scale
+    unversioned = {k: v for k, v in state.items() if k not in ("version", "unit.output_scale")}
+    loaded.load_state_dict(unversioned, strict=True)
+    assert loaded.unit.output_scale.item() == 1.0
 
 
 def test_version_1_state_dict_loads_and_scores_identically():
@@ -438,6 +448,7 @@ def test_config_is_the_single_source_of_options():
     assert DefineConfig.flag("adaptive_cutoff") == "--adaptive-input-cutoff"
 
 
+@pytest.mark.slow
 def test_modules_import_without_fairseq():
     import subprocess
     import sys
@@ -495,3 +506,20 @@ def test_residual_starts_as_the_control_and_every_unit_tensor_moves(transform, a
         torch.testing.assert_close(residual(t), uncached(residual, t), rtol=0, atol=1e-6)
     parts = {r["part"]: r["params"] for r in residual.accounting()}
     assert parts["gate"] == m and sum(p.numel() for p in residual.parameters()) == sum(parts.values())
+
+
+def test_host_scale_brings_the_authors_unit_to_an_embedding_scale():
+    torch.manual_seed(0)
+    options = dict(map_dim=32, transform="authors", expand_dim=128, depth=3, max_groups=4, activation="swish")
+    plain = DefineEmbedding(500, 1, 64, config=DefineConfig(**options))
+    torch.manual_seed(0)
+    scaled = DefineEmbedding(500, 1, 64, config=DefineConfig(**options, host_scale=True))
+    ids = torch.arange(2, 500)
+    assert not plain.wants_host_scale and scaled.wants_host_scale  # the host then applies its sqrt(m)
+    assert abs(scaled(ids).std().item() - 64 ** -0.5) < 0.1 * 64 ** -0.5  # calibrated over the vocabulary
+    torch.testing.assert_close(scaled(ids), plain(ids) * scaled.host_factor)  # the same unit, times a fixed factor
+    restored = DefineEmbedding(500, 1, 64, config=DefineConfig(**options, host_scale=True))
+    restored.load_state_dict(scaled.state_dict())  # the factor is part of the checkpoint
+    torch.testing.assert_close(restored(ids), scaled(ids))
+    with pytest.raises(ValueError, match="^--define-host-scale=True applies to --define-transform=authors only"):
+        DefineConfig(map_dim=32, host_scale=True)

@@ -304,6 +304,7 @@ def test_softmax_rejects_bad_arguments():
 
 
 # ---------------------------------------------------------------- no fairseq
+@pytest.mark.slow
 def test_modules_are_pure_torch():
     """Each file runs on its own without importing fairseq (one fresh process for all)."""
     import fairseq_define.modules as modules

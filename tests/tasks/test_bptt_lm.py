@@ -237,6 +237,7 @@ def test_stateful_blocks_equal_whole_rows_and_eval_lm(data_dir):
     assert result["loss"] == pytest.approx(loss_sum / ntokens / np.log(2), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_fairseq_train_and_eval_lm_cli_agree(data_dir, tmp_path):
     """fairseq-train (1 epoch) then fairseq-eval-lm on its checkpoint: eval-lm reproduces the validation loss."""
     import tests.tasks.stream_lstm  # noqa: F401  (registers the bptt_test_lstm model)
@@ -339,6 +340,7 @@ def recorded(monkeypatch):
     return train, records
 
 
+@pytest.mark.slow
 def test_resume_from_a_mid_epoch_checkpoint_continues_the_stream(data_dir, tmp_path, recorded):
     """Train 5 updates (a checkpoint every 2 and at the stop, mid-epoch), resume to 9: the resumed run trains on
     batches 5..8, its first batch continues each row of the last batch before the stop, and (no memory, no
@@ -371,6 +373,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_rank_gloo_training_scores_every_token_once_per_epoch(data_dir, tmp_path, recorder):
     """Two CPU processes (gloo, legacy_ddp, one rank each) train the tiny Transformer-XL for one epoch: each rank
     reads its own rows (shard), both take the same number of steps, and the targets of the two ranks together,

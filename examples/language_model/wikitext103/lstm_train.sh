@@ -5,8 +5,7 @@
 # Both: 4 layers 256 -> 1024 -> 1024 -> 1024 -> 256, adaptive input n = m = 256 (cutoffs 20000,40000,200000,
 # factor 4) tied to an adaptive softmax. Any further arguments are appended to fairseq-train's (e.g. --cpu, or
 # --max-update / sizes for a dry run); EVAL_ARGS to fairseq-eval-lm's.
-# The spec (../shared/spec/define.md) names no optimizer for this model; the recipe is salesforce/awd-lstm-lm's
-# WikiText-103 command (Merity et al. 2018, "An analysis of neural language modeling at multiple scales", whose
+# The recipe is salesforce/awd-lstm-lm's WikiText-103 command (Merity et al. 2018, "An analysis of neural language modeling at multiple scales", whose
 # dropouts the archs use: 0.1 input / hidden / output, no weight or embedding dropout, no AR/TAR, no weight
 # decay): Adam lr 1e-3 for 12 epochs, then 1e-4 (`--when 12`), 14 epochs, 60 streams of BPTT 140, gradient
 # clipping 0.25 (its default), validation on 10 streams, the best checkpoint scored on the test set with 1 stream
