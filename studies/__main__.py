@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         return generated.main(["--check"] if args.check else [])
     from studies import plots
 
-    plots.main()
+    plots.main([])
     return 0
 
 

@@ -57,8 +57,8 @@ class Study:
     max_epoch: Optional[int] = None
     diagnosis: Dict[str, List[str]] = field(default_factory=dict)
     wrap: Optional[Callable[[list, str], list]] = None  # rewrites a row's fairseq-train command (out_dir given)
-    table: Callable[[dict], Union[dict, List[dict]]] = None  # a finished row's entry (or entries) in
-    # RESULTS/STUDY.json (default: TABLE_FIELDS)
+    # a finished row's entry (or entries) in RESULTS/STUDY.json (default: its TABLE_FIELDS)
+    table: Optional[Callable[[dict], Union[dict, List[dict]]]] = None
     finish: Optional[Callable[["Study", results.Store, list], None]] = None  # after the rows: e.g. paired tests
     default: Optional[Sequence[str]] = None  # the rows run when none are named (default: every row of `rows`)
 
@@ -69,7 +69,6 @@ class Study:
     def budget(self, max_update: Optional[int] = None, max_epoch: Optional[int] = None) -> List[str]:
         updates, epochs = max_update or self.max_update, max_epoch or self.max_epoch
         return [*(["--max-update", str(updates)] if updates else []), *(["--max-epoch", str(epochs)] if epochs else [])]
-
 
 
 def last_value(flags: Sequence[str], name: str, default=None):
