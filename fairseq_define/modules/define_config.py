@@ -104,7 +104,7 @@ class DefineConfig:
         False, "with --define-transform authors: bring the unit's output (O(1) per coordinate) to the std of an "
         "embedding table, m^-0.5 over the vocabulary at init, by a fixed factor, and let the host model apply its "
         "own embedding scale (the Transformers' sqrt(m); none in the AWD-LSTM), so every host gets the input scale "
-        "its control gets")
+        "its control gets; a diagnosis option, in no preset (it trained worse in the AWD-LSTM: docs/results.md)")
     unit_lr_scale: Union[float, str] = option(
         1.0, "relative step size of the unit's parameters, a number c or fan-in: each is stored divided by its scale "
         "and multiplied back in the forward (a torch parametrization; same function and initial values), so "
