@@ -214,15 +214,15 @@ def train(args, data_bin, timeout):
             log = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
                           for part in (stopped.stdout, stopped.stderr))
             returncode = f"stopped after {timeout:.0f} s (the budget)"
-    valid = [{"loss": float(loss), "ppl": float(ppl)} for loss, ppl in re.findall(
-        r"valid on 'valid' subset \| loss ([\d.]+) \|.*?ppl ([\d.]+)", log)]
-    done = re.findall(r"num_updates (\d+)", log)
-    from examples.common import train_wall_seconds
+    from studies.store import log_records, train_wall_seconds
+
+    valid = [{"loss": r["loss"], "ppl": r["ppl"]} for r in log_records(log, "valid")]
+    done = [r["num_updates"] for kind in ("valid", "train") for r in log_records(log, kind) if "num_updates" in r]
 
     return {"ok": returncode == 0, "returncode": returncode, "row": TRAIN_ROW,
             "command": " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in command[1:]),
             "seconds": time.perf_counter() - start, "train_wall": train_wall_seconds(log),
-            "num_updates": int(done[-1]) if done else 0, "valid": valid,
+            "num_updates": int(max(done)) if done else 0, "valid": valid,
             "log_tail": log[-3000:] if returncode else ""}
 
 

@@ -1,6 +1,6 @@
-"""What the examples, benchmarks and tests share: the one way to run fairseq's tools, WikiText preparation, and the
-parsers of fairseq's output (perplexity, training time, words/s). Import as `examples.common` from the repository
-root (run scripts as `python -m examples....`)."""
+"""What the examples, studies, benchmarks and tests share: the one way to run fairseq's tools, WikiText preparation,
+and eval-lm's perplexity (fairseq's training logs are read by `studies.store`). Import as `examples.common` from the
+repository root (run scripts as `python -m examples....`)."""
 
 import os
 import re
@@ -62,11 +62,6 @@ def preprocess_wikitext(raw: str, dest: str, runner=None) -> str:
     return dest
 
 
-# fairseq's per-epoch training line, in its own log format ("... | INFO | train | epoch 001 | ...") or in Python's
-# default one ("INFO:train:epoch 001 | ...", when fairseq's training loop runs inside another program)
-TRAIN_LINE = r"(?:\| train \| |INFO:train:)"
-
-
 def perplexity(output: str) -> float:
     """The perplexity that fairseq-eval-lm printed."""
     return float(re.search(r"Perplexity: ([\d.]+)", output).group(1))
@@ -77,21 +72,3 @@ def eval_lm(data_bin: str, checkpoint: str, subset: str, *extra) -> float:
     out = run(fairseq("eval-lm", data_bin, "--path", checkpoint, "--gen-subset", subset, "--tokens-per-sample", 128,
                       "--max-tokens", 4096, "--cpu", *extra))
     return perplexity(out.stdout + out.stderr)
-
-
-def train_wall_seconds(log: str) -> float:
-    """fairseq's own training time (validation excluded): the sum of its per-epoch `train_wall`, over every process
-    of a resumed run (each logs only the epochs it ran)."""
-    return float(sum(float(x) for x in re.findall(TRAIN_LINE + r"epoch \d+ .*?\| train_wall ([\d.]+)", log)))
-
-
-def words_per_second(log: str) -> float:
-    """Training words (target tokens) per second of fairseq's training time over the whole run, from its per-epoch
-    `train` lines: sum(wpb x updates of the epoch) / sum(train_wall)."""
-    words = seconds = previous_updates = 0.0
-    pattern = TRAIN_LINE + r".*?\| wpb ([\d.]+) .*?\| num_updates (\d+) .*?\| train_wall ([\d.]+)"
-    for wpb, updates, wall in re.findall(pattern, log):
-        words += float(wpb) * (int(updates) - previous_updates)
-        seconds += float(wall)
-        previous_updates = int(updates)
-    return words / seconds if seconds else float("nan")

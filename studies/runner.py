@@ -7,6 +7,7 @@ RESULTS/STUDY/ROW (`store.Store`); a row with a result.json is not run again, so
 span sessions. Commands go through an injectable `runner` (`examples.common.run` by default; tests pass another).
 """
 
+import gzip
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
@@ -32,13 +33,20 @@ class Trained:
     subsets: Sequence[str]  # ("valid",) for a diagnosis row, ("valid", "test") for the others
     runner: Runner
 
-    def output(self, command: list, name: str) -> str:
-        """Run `command`, keep its output as OUT_DIR/NAME and return it."""
+    def run_kept(self, command: list, name: str):
+        """Run `command` and keep what it printed as OUT_DIR/NAME (gzipped if NAME ends in .gz); returns what the
+        runner returned."""
         out = self.runner(command)
         text = (out.stdout or "") + (getattr(out, "stderr", "") or "")
-        with open(os.path.join(self.out_dir, name), "w", encoding="utf-8") as f:
-            f.write(text)
-        return text
+        data = text.encode("utf-8")
+        with open(os.path.join(self.out_dir, name), "wb") as f:
+            f.write(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
+        return out
+
+    def output(self, command: list, name: str) -> str:
+        """Run `command`, keep its output as OUT_DIR/NAME and return it."""
+        out = self.run_kept(command, name)
+        return (out.stdout or "") + (getattr(out, "stderr", "") or "")
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,8 @@ class Study:
     wrap: Optional[Callable[[list, str], list]] = None  # rewrites a row's fairseq-train command (out_dir given)
     # a finished row's entry (or entries) in RESULTS/STUDY.json (default: its TABLE_FIELDS)
     table: Optional[Callable[[dict], Union[dict, List[dict]]]] = None
-    finish: Optional[Callable[["Study", results.Store, list], None]] = None  # after the rows: e.g. paired tests
+    # after the rows: more entries of RESULTS/STUDY.json beside its table (e.g. {"paired_bootstrap": [...]})
+    finish: Optional[Callable[["Study", results.Store, list], dict]] = None
     default: Optional[Sequence[str]] = None  # the rows run when none are named (default: every row of `rows`)
 
     @property
@@ -153,10 +162,11 @@ def table_rows(study: Study, store: results.Store) -> List[dict]:
     return [e for entry in entries for e in (entry if isinstance(entry, list) else [entry])]
 
 
-def write_table(study: Study, store: results.Store) -> List[dict]:
-    """RESULTS/STUDY.json from every finished row (in the study's order), printed; returns its rows."""
+def write_table(study: Study, store: results.Store, **more) -> List[dict]:
+    """RESULTS/STUDY.json from every finished row (in the study's order) and `more` entries, printed; returns its
+    rows."""
     rows = table_rows(study, store)
-    store.write_table(study.name, rows)
+    store.write_table(study.name, rows, **more)
     keys = [k for k in rows[0] if k != "name"] if rows else []
     width = max([12] + [len(r["name"]) + 2 for r in rows])
     print(f"\n{'row':<{width}}" + "".join(f"{k[:13]:>14}" for k in keys))
@@ -187,7 +197,5 @@ def run_study(study: Study, only: Optional[Sequence[str]] = None, data: Optional
     data_bin = study.prepare(os.path.abspath(data or study.data), workdir, runner)
     finished = [run_row(study, name, data_bin, workdir, store, runner, max_update, max_epoch, count)
                 for name in only or study.default or study.rows]
-    if study.finish:
-        study.finish(study, store, finished)
-    write_table(study, store)
+    write_table(study, store, **(study.finish(study, store, finished) if study.finish else {}))
     return finished

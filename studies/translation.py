@@ -28,7 +28,6 @@ the chosen translations as hypotheses[.valid].CHOICE.txt. The pairs of `PAIRS` a
 bootstrap test (1,000 resamples) on their test translations, in RESULTS/mt_multi30k.json beside the table.
 """
 
-import gzip
 import os
 import re
 import shutil
@@ -40,7 +39,7 @@ from examples.common import SHARED_DATA, fairseq
 from examples.recipes import SMALL_MT_CONTEXT
 from examples.translation import pipeline
 from studies.language_models import variants
-from studies.runner import Runner, Study, Trained, table_rows
+from studies.runner import Runner, Study, Trained
 from studies.store import Store, valid_curve
 from studies.units import NO_UNIT, RECOMMENDED, authors_fan_in, paper_unit
 
@@ -122,11 +121,11 @@ def mt_multi30k(tiny: bool = False, tests: tuple = ()) -> Study:
         prepared["data_bin"] = prepare_multi30k(data, os.path.join(workdir, STUDY), vocab_size, tests, runner)
         return prepared["data_bin"]
 
-    def finish(study: Study, store: Store, finished: list):
+    def finish(study: Study, store: Store, finished: list) -> dict:
         references = pipeline.read_lines(reference_path(prepared["data_bin"], "test"))
         pairs = paired_tests(store, study, references)
-        store.write_table(study.name, table_rows(study, store), paired_bootstrap=pairs)
         print_pairs(pairs)
+        return {"paired_bootstrap": pairs}
 
     score = bleu_scores(averaged, lenpens, generate_flags=generate_flags, tests=tests)
     return Study(STUDY, rows, train, prepare, score, MULTI30K, max_epoch=max_epoch, diagnosis=diagnosis,
@@ -195,17 +194,6 @@ def choose_lenpen(grid: Dict[float, dict]) -> float:
     return max(grid, key=lambda lenpen: (grid[lenpen]["bleu"], -abs(lenpen - 1.0), -lenpen))
 
 
-def kept_output(row: Trained, name: str) -> Runner:
-    """`row.runner`, with what the command prints also kept as OUT_DIR/NAME (gzipped)."""
-    def run(command, log=None):
-        out = row.runner(command)
-        text = (out.stdout or "") + (getattr(out, "stderr", "") or "")
-        with open(os.path.join(row.out_dir, name), "wb") as f:
-            f.write(gzip.compress(text.encode("utf-8"), mtime=0))
-        return out
-    return run
-
-
 def write_lines(path: str, lines: Sequence[str]):
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
@@ -226,7 +214,7 @@ class Translator:
         fairseq-generate's output kept as OUTPUT (gzipped), the hypotheses as HYPOTHESES if given."""
         lines = pipeline.generate(data_bin, self.checkpoint, subset, beam=self.beam,
                                   extra=["--cpu", "--lenpen", lenpen, *self.generate_flags],
-                                  runner=kept_output(self.row, output))
+                                  runner=lambda command, log=None: self.row.run_kept(command, output))
         if hypotheses:
             write_lines(os.path.join(self.row.out_dir, hypotheses), lines)
         return lines, pipeline.score(lines, references)

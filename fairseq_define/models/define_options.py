@@ -46,17 +46,12 @@ def _fairseq_field(f, inverted: bool):
 
 
 def _preset_field():
-    help_text = ("DeFINE: set every unit option of a recipe at once (docs/models.md#presets): "
-                 + "; ".join(f"{name}: {_first_line(preset_options.__doc__, name)}" for name in PRESETS)
-                 + ". A --define-* flag given too, or a unit size the architecture sets, overrides the preset's. "
-                   "Default: the model's (DEFAULT_PRESETS), unless --define-transform is given")
+    help_text = ("DeFINE: set every unit option of a recipe at once (`preset_options`, docs/models.md#presets): paper "
+                 "(the paper's unit) or recommended (the authors' unit with steps by fan-in). A --define-* flag given "
+                 "too overrides the preset's value. Default: the model family's (DEFAULT_PRESETS), unless "
+                 "--define-transform is given")
     return "define_preset", Optional[ChoiceEnum(list(PRESETS))], dataclass_field(default=None,
                                                                                  metadata={"help": help_text})
-
-
-def _first_line(doc: str, name: str) -> str:
-    line = next(line for line in doc.splitlines() if line.strip().startswith(f"- {name}:"))
-    return line.split(":", 1)[1].strip().rstrip(",;")
 
 
 DefineEmbeddingConfig = make_dataclass(
@@ -130,8 +125,8 @@ def define_config(args, model_dim: int, family: str, adaptive_cutoff=None, adapt
                   input_dim: Optional[int] = None) -> DefineConfig:
     """The DefineConfig that the parsed `--define-*` flags (and the host's adaptive-input flags) describe for a
     model `model_dim` wide: the flags given, then the preset's options (`chosen_preset`), then DefineConfig's
-    defaults (`input_dim`: d, where the model sets it). The resolved options are written back to `args` (the
-    legacy path's checkpoints store them)."""
+    defaults (`input_dim`: d, where the model sets it). A checkpoint stores the flags as given, so a model is
+    rebuilt the same way at load."""
     set_define_defaults(args)
     preset = chosen_preset(args, family)
     values = {}
@@ -148,13 +143,7 @@ def define_config(args, model_dim: int, family: str, adaptive_cutoff=None, adapt
         values["input_dim"] = input_dim
     d = values.get("input_dim") or values.get("map_dim") or DefineConfig.map_dim
     options = {**preset_options(preset, model_dim, d), **values} if preset else values
-    config = DefineConfig(adaptive_cutoff=adaptive_cutoff, adaptive_factor=adaptive_factor, **options)
-    with writable(args):
-        args.define_preset = preset
-        for f, attribute, inverted in _flag_fields():
-            if not inverted:
-                setattr(args, attribute, getattr(config, f.name))
-    return config
+    return DefineConfig(adaptive_cutoff=adaptive_cutoff, adaptive_factor=adaptive_factor, **options)
 
 
 def unit_input_dim(args) -> int:
