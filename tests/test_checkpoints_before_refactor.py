@@ -1,4 +1,4 @@
-"""Checkpoints written before the refactor of issue #27 (tests/fixtures/v2, made by its make_fixture.py with that
+"""Checkpoints written before the model refactor (tests/fixtures/v2, made by its make_fixture.py with that
 code) load into today's models and score the fixed tokens identically, up to float32 rounding (1e-5, as the v1
 fixture's test: the kernels' summation order depends on the machine and its thread count)."""
 

@@ -1,4 +1,4 @@
-"""fairseq-define-export (#25): small trained DeFINE models exported to stock fairseq checkpoints, then used by stock
+"""fairseq-define-export: small trained DeFINE models exported to stock fairseq checkpoints, then used by stock
 fairseq in a fresh interpreter that never imports the plugin (no --user-dir): same eval-lm perplexity, same
 generate hypotheses and BLEU, same hub scores as the original with the plugin (run in-process)."""
 
